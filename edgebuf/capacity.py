@@ -1,0 +1,168 @@
+"""Cleanup and capacity: keep the buffer inside its volume without losing a record silently.
+
+``capacity_bytes`` limits the bytes the buffer holds in records (their JSON plus a fixed
+per-row overhead), counted exactly in ``buffer_metadata.live_bytes`` in the same
+transaction as every insert and delete; the file itself is kept close to that by
+incremental vacuum after cleanup.
+
+Order of measures, from free to costly:
+1. ``cleanup()``: delete ``sent`` rows older than ``cleanup_after_days`` (daily, on demand,
+   and whenever the buffer reaches 90% of ``capacity_bytes``).
+2. At 90%: also delete the oldest ``sent`` rows, young or not, down to 80%. They were
+   delivered; keeping them longer is a convenience, not a guarantee.
+3. Only when undelivered rows fill the capacity does the overflow policy act on a new record:
+   ``evict`` removes pending rows lowest priority first, oldest first (default priority:
+   frames with an empty ``detections`` list are 0, everything else 1), each one written
+   to ``dropped_records`` with reason ``capacity`` and counted in ``evicted_capacity``;
+   ``reject`` refuses the new record with ``BufferFullError`` and counts ``rejected_full``.
+Deletes run in short transactions (``CHUNK`` rows) so logging never waits long.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Sequence
+
+from edgebuf.errors import BufferFullError
+from edgebuf.records import NewRecord
+from edgebuf.schema import ROW_OVERHEAD
+from edgebuf.store import LocalBufferManager
+
+log = logging.getLogger("edgebuf.capacity")
+
+HIGH_WATER = 0.90
+LOW_WATER = 0.80
+CHUNK = 5_000
+DAY = 86_400.0
+
+
+def _live_bytes(conn: sqlite3.Connection) -> int:
+    return int(
+        conn.execute("SELECT value FROM buffer_metadata WHERE key = 'live_bytes'").fetchone()[0]
+    )
+
+
+class CapacityManager:
+    """Applies the cleanup rules and the overflow policy to one store."""
+
+    def __init__(
+        self,
+        store: LocalBufferManager,
+        *,
+        capacity_bytes: int,
+        cleanup_after_days: float = 7.0,
+        overflow_policy: str = "evict",
+    ) -> None:
+        self.store = store
+        self.capacity_bytes = capacity_bytes
+        self.cleanup_after_days = cleanup_after_days
+        self.overflow_policy = overflow_policy
+
+    def used_bytes(self) -> int:
+        """Bytes held in records (``live_bytes``)."""
+        return int(self.store.metadata().get("live_bytes", 0))
+
+    def fraction_used(self) -> float:
+        return self.used_bytes() / self.capacity_bytes
+
+    # ------------------------------------------------------------------ cleanup
+    def _delete_sent_chunk(self, extra_where: str, params: tuple) -> int:
+        with self.store.transaction() as conn:
+            return self.store.delete_rows(
+                conn,
+                "id IN (SELECT id FROM prediction_buffer WHERE status='sent'"
+                f" {extra_where} ORDER BY id LIMIT {CHUNK})",
+                params,
+                "total_cleaned",
+            )
+
+    def cleanup(self, older_than_days: float | None = None) -> dict[str, int]:
+        """Delete sent rows older than ``older_than_days`` (default ``cleanup_after_days``),
+        then hand freed pages back to the filesystem. Pending and failed rows are never
+        touched. Returns counts of what it did."""
+        days = self.cleanup_after_days if older_than_days is None else older_than_days
+        now = self.store.clock.time()
+        before = self.store.size_info()["file_bytes"]
+        deleted = 0
+        while True:
+            n = self._delete_sent_chunk("AND sent_at < ?", (now - days * DAY,))
+            deleted += n
+            if n < CHUNK:
+                break
+        self.store.execute_write(
+            "UPDATE buffer_metadata SET value = ? WHERE key = 'last_cleanup'", (now,)
+        )
+        if deleted:
+            self.store.incremental_vacuum()
+            log.info("cleanup: deleted %d sent records older than %g days", deleted, days)
+        after = self.store.size_info()["file_bytes"]
+        return {"deleted": deleted, "reclaimed_bytes": max(0, before - after)}
+
+    def enforce(self) -> dict[str, int]:
+        """The 90% rule: at 90% run cleanup, then trim the oldest sent rows down to 80%."""
+        report = {"deleted": 0, "reclaimed_bytes": 0, "trimmed": 0}
+        if self.fraction_used() < HIGH_WATER:
+            return report
+        report.update(self.cleanup())
+        while self.fraction_used() > LOW_WATER:
+            n = self._delete_sent_chunk("", ())
+            report["trimmed"] += n
+            if n == 0:
+                break
+        if report["trimmed"]:
+            self.store.incremental_vacuum()
+        return report
+
+    # ------------------------------------------------------------------ admission
+    def make_room(self, conn: sqlite3.Connection, records: Sequence[NewRecord]) -> None:
+        """Hook run inside the insert transaction: make room for ``records`` or refuse them."""
+        incoming = sum(len(r.prediction_json) for r in records) + len(records) * ROW_OVERHEAD
+        if incoming > self.capacity_bytes:
+            raise BufferFullError(f"{incoming} bytes of records exceed capacity_bytes itself")
+        over = _live_bytes(conn) + incoming - self.capacity_bytes
+        if over <= 0:
+            return
+        # Sent rows first: deleting them loses nothing. Free 1% extra so this is not per record.
+        slack = self.capacity_bytes // 100
+        over -= self._evict(conn, "status='sent'", "id", over + slack, None)
+        if over <= 0:
+            return
+        if self.overflow_policy == "reject":
+            raise BufferFullError(
+                f"buffer is full: {_live_bytes(conn)} of {self.capacity_bytes} bytes hold "
+                "records not yet delivered and overflow_policy='reject'. Nothing of this call "
+                "was stored; nothing buffered was lost."
+            )
+        over -= self._evict(conn, "status='pending'", "priority, id", over + slack, "capacity")
+        if over > 0:
+            raise BufferFullError(
+                f"buffer is full and nothing more can be evicted ({self.capacity_bytes} bytes)"
+            )
+
+    def _evict(self, conn, where: str, order: str, target: int, reason: str | None) -> int:
+        """Delete rows in ``order`` until ``target`` bytes are freed; return bytes freed."""
+        chosen, freed = [], 0
+        for row_id, length in conn.execute(
+            f"SELECT id, length(prediction_data) FROM prediction_buffer WHERE {where}"
+            f" ORDER BY {order}"
+        ):
+            if freed >= target:
+                break
+            chosen.append(row_id)
+            freed += length + ROW_OVERHEAD
+        if not chosen:
+            return 0
+        id_list = ",".join(str(i) for i in chosen)  # integers read from SQLite itself
+        if reason is None:
+            self.store.delete_rows(conn, f"id IN ({id_list})", (), "total_cleaned")
+            return freed
+        conn.execute(
+            "INSERT INTO dropped_records (record_id, device_id, seq, image_id, priority,"
+            " timestamp, reason, dropped_at) SELECT record_id, device_id, seq, image_id,"
+            f" priority, timestamp, ?, ? FROM prediction_buffer WHERE id IN ({id_list})",
+            (reason, self.store.clock.time()),
+        )
+        self.store.delete_rows(conn, f"id IN ({id_list})", (), "evicted_capacity")
+        log.warning("buffer full: evicted %d pending records (reason: %s)", len(chosen), reason)
+        return freed

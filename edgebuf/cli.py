@@ -1,0 +1,136 @@
+"""The ``edgebuf`` command line: status, export, repair, cleanup, requeue-failed, drill.
+
+Every command takes ``--db`` (default: ``$BUFFER_DB_PATH``, read through
+``edgebuf.config``) and exits non-zero with a one-line message on error.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from edgebuf.errors import EdgebufError
+
+
+def _settings_db() -> Path:
+    from edgebuf.config import load_settings
+
+    try:
+        return load_settings().db_path
+    except EdgebufError:
+        return Path("data/prediction_buffer.db")
+
+
+db_option = click.option(
+    "--db", "db", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    help="Buffer file [default: $BUFFER_DB_PATH or data/prediction_buffer.db].",
+)
+
+
+def _db(db: Path | None, must_exist: bool = True) -> Path:
+    path = db or _settings_db()
+    if must_exist and not path.exists():
+        raise click.ClickException(f"no buffer at {path} (use --db or BUFFER_DB_PATH)")
+    return path
+
+
+def _monitor(db: Path | None):
+    from edgebuf.monitor import BufferMonitor
+
+    return BufferMonitor(_db(db))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="edgebuf")
+def main() -> None:
+    """edgebuf: a durable edge buffer for vision predictions."""
+
+
+@main.command()
+@db_option
+@click.option("--json", "as_json", is_flag=True, help="Print the full status as JSON.")
+def status(db: Path | None, as_json: bool) -> None:
+    """Show counts, backlog age, capacity and disk of a buffer."""
+    with _guard(), _monitor(db) as mon:
+        if as_json:
+            click.echo(json.dumps(mon.get_full_status(), indent=2))
+        else:
+            mon.print_status()
+
+
+@main.command()
+@db_option
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("edgebuf-stats"), show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["csv", "parquet"]), default="csv",
+              show_default=True)
+def export(db: Path | None, out_dir: Path, fmt: str) -> None:
+    """Write per-record delivery facts, the backlog series and dropped records."""
+    with _guard(), _monitor(db) as mon:
+        result = mon.export_stats(out_dir, fmt)
+        for f in result.files:
+            click.echo(f)
+        click.echo(f"{len(result.records)} records, {len(result.dropped)} dropped", err=True)
+
+
+@main.command()
+@db_option
+def repair(db: Path | None) -> None:
+    """Check integrity; if damaged, keep the file aside and salvage every readable row."""
+    from edgebuf.monitor import repair_db
+
+    with _guard():
+        report = repair_db(_db(db))
+    click.echo(json.dumps(report, indent=2))
+
+
+@main.command()
+@db_option
+@click.option("--older-than-days", type=float, default=7.0, show_default=True)
+def cleanup(db: Path | None, older_than_days: float) -> None:
+    """Delete sent records older than N days and reclaim space (pending rows are kept)."""
+    from edgebuf.capacity import CapacityManager
+
+    with _guard(), _monitor(db) as mon:
+        manager = CapacityManager(mon.store, capacity_bytes=mon.capacity_bytes)
+        click.echo(json.dumps(manager.cleanup(older_than_days)))
+
+
+@main.command("requeue-failed")
+@db_option
+def requeue_failed(db: Path | None) -> None:
+    """Put dead-lettered records back to pending; a running client sends them."""
+    with _guard(), _monitor(db) as mon:
+        n = mon.store.requeue_failed()
+    click.echo(f"requeued {n} records")
+
+
+class _guard:
+    """Turn edgebuf errors into a clean one-line message and exit status 1."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc is not None and isinstance(exc, (EdgebufError, OSError)):
+            raise click.ClickException(str(exc))
+        return False
+
+
+def _register_optional() -> None:
+    from edgebuf.drill import drill_command
+
+    main.add_command(drill_command)
+
+
+try:
+    _register_optional()
+except ImportError:  # pragma: no cover - drill module missing in a stripped install
+    pass
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""The buffer's SQLite schema and connection settings (the design's tables, plus what
+exactly-once delivery needs: a record id, a per-device sequence, a claim marker).
+
+Why each PRAGMA:
+- ``journal_mode=WAL``: a writer does not block readers (status, export) and a commit is
+  one sequential append, which keeps ``log_prediction`` fast.
+- ``synchronous=NORMAL`` (default durability): a committed record survives the process
+  being killed at any moment; a power cut can lose the last commits since the previous
+  WAL checkpoint sync. ``synchronous=FULL`` (durability="full") syncs the WAL on every
+  commit, so a committed record also survives power loss.
+- ``auto_vacuum=INCREMENTAL``: freed pages can be handed back to the filesystem after
+  cleanup without a full VACUUM that would block logging.
+- The WAL file is never truncated (``journal_size_limit`` left at -1): once it has grown,
+  SQLite reuses its space, so a DELETE of sent rows can still commit on a full disk.
+"""
+
+from __future__ import annotations
+
+import enum
+
+SCHEMA_VERSION = 1
+
+
+class Status(str, enum.Enum):
+    """Row states, stored as these stable strings."""
+
+    PENDING = "pending"   # buffered, waiting to be sent
+    SENDING = "sending"   # claimed by a batch in flight; start-up returns it to pending
+    SENT = "sent"         # the cloud acknowledged it; deleted after cleanup_after_days
+    FAILED = "failed"     # refused by the cloud as invalid (dead letter); kept, requeueable
+
+
+CREATE_STATEMENTS = (
+    """
+    CREATE TABLE IF NOT EXISTS prediction_buffer (
+        id              INTEGER PRIMARY KEY,
+        record_id       TEXT    NOT NULL,
+        device_id       TEXT    NOT NULL,
+        seq             INTEGER NOT NULL,
+        prediction_data TEXT    NOT NULL,
+        image_id        TEXT,
+        model_version   TEXT,
+        timestamp       REAL    NOT NULL,
+        buffered_at     REAL    NOT NULL,
+        sent_at         REAL,
+        status          TEXT    NOT NULL DEFAULT 'pending'
+                        CHECK (status IN ('pending', 'sending', 'sent', 'failed')),
+        retry_count     INTEGER NOT NULL DEFAULT 0,
+        last_error      TEXT,
+        priority        INTEGER NOT NULL DEFAULT 1,
+        claim_id        TEXT
+    )
+    """,
+    # One index serves claiming oldest-first and newest-first, counting by status and
+    # cleanup. The design's other indexes (image_id, timestamp, buffered_at) are left out on
+    # purpose: each one is another page written to the WAL on every commit of the hot path.
+    "CREATE INDEX IF NOT EXISTS idx_status ON prediction_buffer (status, id)",
+    # Counters and per-device sequences in one small WITHOUT ROWID table: the counters a
+    # commit updates live on one page, so bookkeeping costs one page write per commit.
+    """
+    CREATE TABLE IF NOT EXISTS buffer_metadata (
+        key   TEXT PRIMARY KEY,
+        value REAL NOT NULL
+    ) WITHOUT ROWID
+    """,
+    # Every record removed without delivery, by reason: the audit trail behind "never drop
+    # silently". Gaps the cloud reports can be matched against these rows.
+    """
+    CREATE TABLE IF NOT EXISTS dropped_records (
+        id          INTEGER PRIMARY KEY,
+        record_id   TEXT    NOT NULL,
+        device_id   TEXT    NOT NULL,
+        seq         INTEGER NOT NULL,
+        image_id    TEXT,
+        priority    INTEGER NOT NULL,
+        timestamp   REAL    NOT NULL,
+        reason      TEXT    NOT NULL,
+        dropped_at  REAL    NOT NULL
+    )
+    """,
+)
+
+# Counters kept in buffer_metadata; each is changed in the same transaction as the rows it counts.
+COUNTERS = (
+    "total_buffered",     # records committed by log_prediction(s)
+    "total_sent",         # records acknowledged by the cloud
+    "total_failed",       # records dead-lettered (moved to 'failed')
+    "total_requeued",     # failed records put back to pending by requeue_failed()
+    "total_cleaned",      # sent records deleted by cleanup
+    "evicted_capacity",   # pending records evicted by the overflow policy (see dropped_records)
+    "rejected_full",      # log calls refused with BufferFullError (overflow_policy="reject")
+    "last_cleanup",       # wall time of the last cleanup run (0 = never)
+    "live_bytes",         # bytes of JSON + ROW_OVERHEAD per row held: what capacity_bytes limits
+)
+
+# Bytes a row costs beyond its JSON text (record id, sequence, timestamps, index entry).
+ROW_OVERHEAD = 120
+
+SEQ_PREFIX = "seq:"

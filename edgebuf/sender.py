@@ -1,0 +1,125 @@
+"""Sender: one delivery attempt of a claimed batch, and what it does to the rows.
+
+It builds the ``POST /log`` body, asks the transport, classifies the answer with
+``policy.classify`` and settles every row in the store: acknowledged rows become
+``sent``, rows of a retryable failure go back to ``pending``, and a rejected batch is
+bisected so that only the records the cloud refuses individually are dead-lettered.
+Nothing here sleeps or loops over time; the shipping loop owns pacing.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+from dataclasses import dataclass, field
+
+from edgebuf.clock import Clock
+from edgebuf.policy import Verdict, classify
+from edgebuf.store import Batch, BufferedRecord, LocalBufferManager
+from edgebuf.transport import SendResult, Transport
+
+log = logging.getLogger("edgebuf.sender")
+
+
+@dataclass
+class SendOutcome:
+    """Totals of one ``send_batch`` call."""
+
+    sent: int = 0
+    failed: int = 0
+    released: int = 0
+    requests: int = 0
+    retry: SendResult | None = None  # the failure that stopped the attempt, if any
+
+    @property
+    def ok(self) -> bool:
+        return self.retry is None
+
+
+def build_body(device_id: str, batch_id: str, records: list[BufferedRecord]) -> bytes:
+    """The wire body; each record's prediction JSON is embedded as stored, not re-parsed."""
+    items = ",".join(r.wire_json() for r in records)
+    head = f'{{"device_id":"{device_id}","batch_id":"{batch_id}","records":['
+    return (head + items + "]}").encode("utf-8")
+
+
+@dataclass
+class DeliveryStats:
+    """In-memory delivery facts for status (rates, last success/error). Not data: the
+    authoritative counts are in SQLite."""
+
+    clock: Clock
+    window: float = 60.0
+    last_success: float | None = None  # wall time
+    last_error: str | None = None
+    last_error_at: float | None = None
+    _acks: collections.deque = field(default_factory=collections.deque)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def record_ack(self, n: int) -> None:
+        now = self.clock.monotonic()
+        with self._lock:
+            self._acks.append((now, n))
+            self.last_success = self.clock.time()
+            self._trim(now)
+
+    def record_error(self, error: str) -> None:
+        with self._lock:
+            self.last_error = error
+            self.last_error_at = self.clock.time()
+
+    def _trim(self, now: float) -> None:
+        while self._acks and self._acks[0][0] < now - self.window:
+            self._acks.popleft()
+
+    def send_rate(self) -> float:
+        """Records acknowledged per second over the last ``window`` seconds."""
+        now = self.clock.monotonic()
+        with self._lock:
+            self._trim(now)
+            total = sum(n for _, n in self._acks)
+        return total / self.window
+
+
+class Sender:
+    """Delivers claimed batches through a transport and settles their rows."""
+
+    def __init__(self, store: LocalBufferManager, transport: Transport, clock: Clock) -> None:
+        self.store = store
+        self.transport = transport
+        self.stats = DeliveryStats(clock)
+
+    def send_batch(self, batch: Batch) -> SendOutcome:
+        """Try to deliver every row of ``batch`` once; every row ends settled (never ``sending``)."""
+        outcome = SendOutcome()
+        by_device: dict[str, list[BufferedRecord]] = collections.defaultdict(list)
+        for rec in batch.records:
+            by_device[rec.device_id].append(rec)
+        work = [(dev, recs, batch.claim_id) for dev, recs in by_device.items()]
+        while work:
+            device, records, batch_id = work.pop()
+            result = self.transport.send(build_body(device, batch_id, records))
+            outcome.requests += 1
+            verdict = classify(result)
+            ids = [r.id for r in records]
+            if verdict is Verdict.ACK:
+                outcome.sent += self.store.mark_sent(ids)
+                self.stats.record_ack(len(ids))
+            elif verdict is Verdict.RETRY:
+                error = result.error or f"HTTP {result.status}"
+                self.stats.record_error(error)
+                rest = ids + [r.id for _, recs, _ in work for r in recs]
+                outcome.released += self.store.release(rest, error)
+                outcome.retry = result
+                return outcome
+            elif len(records) > 1:  # SPLIT or REJECT: bisect
+                mid = len(records) // 2
+                work.append((device, records[mid:], f"{batch_id}-b"))
+                work.append((device, records[:mid], f"{batch_id}-a"))
+            else:
+                error = result.error or f"HTTP {result.status}"
+                log.error("record %s dead-lettered: %s", records[0].record_id, error)
+                self.stats.record_error(error)
+                outcome.failed += self.store.mark_failed(ids, error)
+        return outcome

@@ -1,0 +1,205 @@
+"""The shipping loop: decides when to send, on which lane, and how long to back off.
+
+``run_once`` is the whole policy and returns how long to sleep; the thread around it
+sleeps on an Event, so ``log_prediction`` can wake it when a batch is ready and an idle
+client uses no CPU. Tests drive ``run_once`` with a fake clock and a scripted transport.
+
+Per pass, in order:
+1. maintenance when due: the 90% rule (every ``MAINTENANCE_EVERY`` s), cleanup (daily);
+2. nothing is sent while the cloud is marked down (the connectivity monitor wakes us);
+3. nothing is sent before a backoff deadline;
+4. live lane: ``batch_size`` new records are waiting, or the first of them has waited
+   ``batch_timeout`` -> send the newest ``batch_size`` pending rows;
+5. backlog lane: while recovery is active, send one oldest-first backfill batch.
+After ``max_retries`` consecutive failed attempts the loop marks the cloud down and stops
+sending until the connectivity monitor sees it back; rows stay pending the whole time.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+
+from edgebuf.capacity import CapacityManager
+from edgebuf.clock import Clock
+from edgebuf.connectivity import ConnectivityMonitor
+from edgebuf.policy import backoff_delay
+from edgebuf.recovery import BufferRecoveryManager
+from edgebuf.sender import Sender, SendOutcome
+
+log = logging.getLogger("edgebuf.shipper")
+
+MAINTENANCE_EVERY = 30.0
+CLEANUP_EVERY = 86_400.0
+IDLE_WAKE = 300.0
+
+
+class ShippingLoop:
+    """Batching, retry with backoff, and the two delivery lanes, on one thread."""
+
+    def __init__(
+        self,
+        sender: Sender,
+        recovery: BufferRecoveryManager,
+        connectivity: ConnectivityMonitor,
+        capacity: CapacityManager,
+        clock: Clock,
+        *,
+        batch_size: int = 32,
+        batch_timeout: float = 10.0,
+        max_retries: int = 5,
+        backoff_base: float = 2.0,
+        backoff_cap: float = 60.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.sender = sender
+        self.store = sender.store
+        self.recovery = recovery
+        self.connectivity = connectivity
+        self.capacity = capacity
+        self.clock = clock
+        self.batch_size = batch_size
+        self.batch_timeout = batch_timeout
+        self.max_retries = max_retries
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self.rng = rng or random.Random()
+        self._lock = threading.Lock()
+        self.new_count = 0                   # records logged since the last live claim
+        self.first_new_at: float | None = None
+        self.failures = 0                    # consecutive failed attempts
+        self.backoff_until = 0.0
+        self.flush_requested = False
+        now = clock.monotonic()
+        self.next_maintenance = now
+        self.next_cleanup = now + CLEANUP_EVERY
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ signals
+    def notify_new(self, n: int) -> None:
+        """Called after records are committed: counts them toward the live batch."""
+        with self._lock:
+            first = self.new_count == 0
+            self.new_count += n
+            if first:
+                self.first_new_at = self.clock.monotonic()
+            ready = self.new_count >= self.batch_size
+        if first or ready:
+            self._wake.set()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def request_flush(self) -> None:
+        """Send what is waiting now instead of at the batch timeout; skip any backoff."""
+        with self._lock:
+            self.flush_requested = True
+            self.backoff_until = 0.0
+        self._wake.set()
+
+    # ------------------------------------------------------------------ policy
+    def _handle(self, outcome: SendOutcome, now: float) -> None:
+        if outcome.ok:
+            self.failures = 0
+            self.backoff_until = 0.0
+            if outcome.sent:
+                self.connectivity.mark_up()
+            return
+        # Released rows are backlog now; the backlog lane picks them up after the backoff.
+        self.recovery.start_recovery()
+        self.failures += 1
+        retry = outcome.retry
+        error = (retry.error if retry else None) or "send failed"
+        if self.failures > self.max_retries:
+            log.warning("giving up after %d retries (%s); waiting for connectivity",
+                        self.max_retries, error)
+            self.failures = 0
+            self.backoff_until = 0.0
+            self.connectivity.mark_down(f"{self.max_retries} retries failed: {error}")
+            return
+        delay = backoff_delay(
+            self.failures,
+            base=self.backoff_base,
+            cap=self.backoff_cap,
+            rng=self.rng,
+            retry_after=retry.retry_after if retry else None,
+        )
+        self.backoff_until = now + delay
+        log.info("send failed (%s); retry %d/%d in %.1fs", error, self.failures,
+                 self.max_retries, delay)
+
+    def _maintain(self, now: float) -> None:
+        if now >= self.next_maintenance:
+            self.next_maintenance = now + MAINTENANCE_EVERY
+            self.capacity.enforce()
+        if now >= self.next_cleanup:
+            self.next_cleanup = now + CLEANUP_EVERY
+            self.capacity.cleanup()
+
+    def run_once(self) -> float | None:
+        """Do at most one send; return seconds until the next pass is due (0 = at once)."""
+        now = self.clock.monotonic()
+        self._maintain(now)
+        timers = [self.next_maintenance - now, self.next_cleanup - now]
+        if self.connectivity.is_down:
+            return max(0.0, min(timers))
+        if now < self.backoff_until:
+            return min([self.backoff_until - now, *timers])
+        with self._lock:
+            live_ready = self.new_count > 0 and (
+                self.new_count >= self.batch_size
+                or self.flush_requested
+                or now - (self.first_new_at or now) >= self.batch_timeout
+            )
+            if live_ready:
+                self.new_count = max(0, self.new_count - self.batch_size)
+                self.first_new_at = now if self.new_count else None
+            elif self.new_count == 0:
+                self.flush_requested = False
+        if live_ready:
+            batch = self.store.claim(self.batch_size, newest_first=True)
+            if batch is not None:
+                self._handle(self.sender.send_batch(batch), self.clock.monotonic())
+            return 0.0
+        if self.recovery.active:
+            outcome = self.recovery.drain_step()
+            if outcome is not None:
+                self._handle(outcome, self.clock.monotonic())
+                return 0.0
+        with self._lock:
+            if self.new_count:
+                timers.append((self.first_new_at or now) + self.batch_timeout - now)
+        return max(0.0, min(timers))
+
+    # ------------------------------------------------------------------ thread
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="edgebuf-sender", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.clear()
+            try:
+                delay = self.run_once()
+            except Exception:
+                log.exception("shipping loop error; rows in flight return to pending")
+                try:
+                    self.store.reset_in_flight()
+                except Exception:
+                    log.exception("could not return in-flight rows to pending; a restart will")
+                delay = 1.0
+            if delay is None or delay > 0:
+                self._wake.wait(IDLE_WAKE if delay is None else min(delay, IDLE_WAKE))
+
+    def stop(self, timeout: float = 5.0) -> bool:
+        """Stop the thread; True if it ended within ``timeout``."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            return not self._thread.is_alive()
+        return True

@@ -1,0 +1,508 @@
+"""LocalBufferManager: the SQLite buffer, the single source of truth of the edge.
+
+Every state change is one explicit transaction, so a crash at any instant leaves a state
+that ``open`` can read back: rows claimed by a batch in flight (``sending``) return to
+``pending`` on start-up, and the cloud de-duplicates the re-send by record id.
+
+Concurrency: one connection, guarded by one lock, does every write (SQLite allows one
+writer at a time anyway; a Python lock avoids SQLITE_BUSY spins). Long work (cleanup,
+eviction) is cut into short transactions so ``log_prediction`` never waits long.
+Readers that scan (export, status) open their own connection and see a WAL snapshot.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import sqlite3
+import threading
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgebuf.clock import Clock, SystemClock
+from edgebuf.errors import (
+    BufferCorruptError,
+    ConfigError,
+    DiskFullError,
+    StorageError,
+)
+from edgebuf.records import NewRecord
+from edgebuf.schema import (
+    COUNTERS,
+    CREATE_STATEMENTS,
+    ROW_OVERHEAD,
+    SCHEMA_VERSION,
+    SEQ_PREFIX,
+    Status,
+)
+
+log = logging.getLogger("edgebuf.store")
+
+_CORRUPT_CODES = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}
+
+
+def translate(exc: sqlite3.Error, doing: str) -> StorageError:
+    """Turn a raw sqlite3 error into an edgebuf error that says what to do."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    primary = code & 0xFF if code is not None else None
+    if primary == sqlite3.SQLITE_FULL:
+        return DiskFullError(
+            f"cannot {doing}: the disk holding the buffer is full ({exc}). Nothing of this "
+            "call was stored and nothing buffered was lost; logging resumes when space is freed."
+        )
+    if primary in _CORRUPT_CODES:
+        return BufferCorruptError(
+            f"cannot {doing}: the buffer file is damaged ({exc}); run `edgebuf repair`"
+        )
+    return StorageError(f"cannot {doing}: {exc}")
+
+
+def acquire_process_lock(db_path: str | os.PathLike[str]) -> int:
+    """Take the advisory lock ``<db>.lock`` (released when the fd closes or the process dies)."""
+    fd = os.open(f"{db_path}.lock", os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise StorageError(
+            f"the buffer {db_path} is in use by another edgebuf process; one client per buffer"
+        ) from None
+    return fd
+
+
+@dataclass(frozen=True, slots=True)
+class BufferedRecord:
+    """A row claimed for sending, in the shape the cloud's ``POST /log`` takes."""
+
+    id: int
+    record_id: str
+    device_id: str
+    seq: int
+    image_id: str | None
+    timestamp: float
+    model_version: str | None
+    prediction_json: str
+    retry_count: int
+
+    def wire_json(self) -> str:
+        """This record as a JSON object of the wire format (prediction embedded verbatim)."""
+        head = json.dumps(
+            {
+                "record_id": self.record_id,
+                "seq": self.seq,
+                "image_id": self.image_id,
+                "timestamp": self.timestamp,
+                "model_version": self.model_version,
+            },
+            separators=(",", ":"),
+            ensure_ascii=False,
+        )
+        return f'{head[:-1]},"prediction":{self.prediction_json}}}'
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Rows claimed together; ``claim_id`` marks them in the database while in flight."""
+
+    claim_id: str
+    records: tuple[BufferedRecord, ...]
+
+    @property
+    def ids(self) -> list[int]:
+        return [r.id for r in self.records]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+
+_CLAIM_COLUMNS = (
+    "id, record_id, device_id, seq, image_id, timestamp, model_version, prediction_data, retry_count"
+)
+
+
+class LocalBufferManager:
+    """The durable prediction buffer in one SQLite file.
+
+    ``exclusive=True`` (what the client uses) takes an advisory lock on ``<db>.lock`` so two
+    processes never ship from one buffer; it also resets rows left ``sending`` by a crash.
+    Tools that only read or make short edits (CLI status, cleanup) pass ``exclusive=False``.
+    """
+
+    def __init__(
+        self,
+        db_path: str | os.PathLike[str],
+        *,
+        durability: str = "normal",
+        clock: Clock | None = None,
+        exclusive: bool = True,
+    ) -> None:
+        self.path = Path(db_path)
+        self.clock = clock or SystemClock()
+        self.durability = durability
+        self._lock = threading.RLock()
+        self._lock_fd: int | None = None
+        self._closed = False
+        self._prepare_path()
+        if exclusive:
+            self._take_process_lock()
+        try:
+            self._conn = self._connect()
+            self._create_schema()
+            if exclusive:
+                self.recovered_in_flight = self.reset_in_flight()
+            else:
+                self.recovered_in_flight = 0
+        except sqlite3.Error as exc:
+            self._release_process_lock()
+            raise translate(exc, f"open the buffer {self.path}") from exc
+        except BaseException:
+            self._release_process_lock()
+            raise
+
+    # ------------------------------------------------------------------ opening
+    def _prepare_path(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+            if not self.path.exists():
+                # Owner-only: predictions can be sensitive production data.
+                os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+            if not os.access(self.path, os.R_OK | os.W_OK) or not os.access(
+                self.path.parent, os.W_OK
+            ):
+                raise PermissionError(f"{self.path} (or its folder) is not writable")
+        except OSError as exc:
+            raise ConfigError(f"db_path {str(self.path)!r} cannot be used: {exc}") from None
+
+    def _take_process_lock(self) -> None:
+        self._lock_fd = acquire_process_lock(self.path)
+
+    def _release_process_lock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the descriptor releases the flock
+            self._lock_fd = None
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, timeout=30.0
+        )
+        conn.execute("PRAGMA busy_timeout=30000")
+        if conn.execute("PRAGMA page_count").fetchone()[0] == 0:
+            conn.execute("PRAGMA auto_vacuum=INCREMENTAL")  # only effective before tables exist
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if mode.lower() != "wal":
+            raise StorageError(f"could not switch {self.path} to WAL mode (got {mode})")
+        conn.execute(f"PRAGMA synchronous={'FULL' if self.durability == 'full' else 'NORMAL'}")
+        return conn
+
+    def _create_schema(self) -> None:
+        with self._tx() as conn:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StorageError(
+                    f"{self.path} has schema version {version}, newer than this edgebuf "
+                    f"({SCHEMA_VERSION}); upgrade edgebuf"
+                )
+            for stmt in CREATE_STATEMENTS:
+                conn.execute(stmt)
+            conn.executemany(
+                "INSERT OR IGNORE INTO buffer_metadata (key, value) VALUES (?, 0)",
+                [(name,) for name in COUNTERS],
+            )
+            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def reset_in_flight(self) -> int:
+        """Return rows a crashed process left in flight to pending (start-up recovery)."""
+        with self._tx() as conn:
+            cur = conn.execute(
+                "UPDATE prediction_buffer SET status='pending', claim_id=NULL WHERE status='sending'"
+            )
+        if cur.rowcount:
+            log.warning("start-up: %d in-flight records returned to pending", cur.rowcount)
+        return cur.rowcount
+
+    # ------------------------------------------------------------------ plumbing
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One IMMEDIATE transaction under the writer lock; rolled back on any error."""
+        with self._lock:
+            if self._closed:
+                raise StorageError("the buffer is closed")
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                raise
+            else:
+                try:
+                    conn.execute("COMMIT")
+                except BaseException:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                    raise
+
+    @contextlib.contextmanager
+    def _storage_errors(self, doing: str) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise translate(exc, doing) from exc
+
+    def read_connection(self) -> sqlite3.Connection:
+        """A separate read-only connection for scans (export, status) that must not block writes."""
+        conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
+        conn.execute("PRAGMA busy_timeout=30000")
+        return conn
+
+    def close(self) -> None:
+        """Close the connection and release the process lock. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("PRAGMA optimize")
+            self._conn.close()
+        self._release_process_lock()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self) -> LocalBufferManager:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ writing records
+    def add_predictions(
+        self, device_id: str, records: Sequence[NewRecord], *, before_commit=None
+    ) -> list[str]:
+        """Commit ``records`` in one transaction; return their record ids.
+
+        Each record gets a uuid4 record id and the next sequence number of ``device_id``.
+        When this returns, the rows are committed (WAL). ``before_commit(conn, records)`` is
+        a hook for the capacity policy, called inside the transaction.
+        """
+        if not records:
+            return []
+        now = self.clock.time()
+        ids = [uuid.uuid4().hex for _ in records]
+        n = len(records)
+        seq_key = SEQ_PREFIX + device_id
+        with self._storage_errors("store the prediction"), self._tx() as conn:
+            if before_commit is not None:
+                before_commit(conn, records)
+            row = conn.execute(
+                "UPDATE buffer_metadata SET value = value + ? WHERE key = ? RETURNING value",
+                (n, seq_key),
+            ).fetchone()
+            if row is None:
+                last = conn.execute(
+                    "SELECT COALESCE(MAX(seq), 0) FROM prediction_buffer WHERE device_id = ?",
+                    (device_id,),
+                ).fetchone()[0]
+                conn.execute(
+                    "INSERT INTO buffer_metadata (key, value) VALUES (?, ?)", (seq_key, last + n)
+                )
+                row = (last + n,)
+            first_seq = int(row[0]) - n + 1
+            conn.executemany(
+                "INSERT INTO prediction_buffer (record_id, device_id, seq, prediction_data,"
+                " image_id, model_version, timestamp, buffered_at, priority)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        rid, device_id, first_seq + i, rec.prediction_json, rec.image_id,
+                        rec.model_version, rec.timestamp, now, rec.priority,
+                    )
+                    for i, (rid, rec) in enumerate(zip(ids, records))
+                ],
+            )
+            added = sum(len(r.prediction_json) for r in records) + n * ROW_OVERHEAD
+            conn.execute(
+                "UPDATE buffer_metadata SET value = value + CASE key WHEN 'total_buffered'"
+                " THEN ? ELSE ? END WHERE key IN ('total_buffered', 'live_bytes')",
+                (n, added),
+            )
+        return ids
+
+    def add_prediction(self, device_id: str, record: NewRecord, *, before_commit=None) -> str:
+        """Commit one record; return its record id."""
+        return self.add_predictions(device_id, [record], before_commit=before_commit)[0]
+
+    # ------------------------------------------------------------------ batches
+    def claim(self, limit: int, *, newest_first: bool = False) -> Batch | None:
+        """Mark up to ``limit`` pending rows as ``sending`` and return them, or None.
+
+        Oldest-first is the backlog (recovery) lane; newest-first is the live lane, so
+        fresh predictions are not stuck behind hours of backlog.
+        """
+        claim_id = uuid.uuid4().hex
+        order = "DESC" if newest_first else "ASC"
+        with self._storage_errors("claim a batch"), self._tx() as conn:
+            rows = conn.execute(
+                f"UPDATE prediction_buffer SET status='sending', claim_id=?"
+                f" WHERE id IN (SELECT id FROM prediction_buffer WHERE status='pending'"
+                f" ORDER BY id {order} LIMIT ?)"
+                f" RETURNING {_CLAIM_COLUMNS}",
+                (claim_id, limit),
+            ).fetchall()
+        if not rows:
+            return None
+        rows.sort(key=lambda r: r[0])
+        return Batch(claim_id, tuple(BufferedRecord(*r) for r in rows))
+
+    def _settle(self, ids: Sequence[int], set_sql: str, params: tuple, counter: str | None) -> int:
+        if not ids:
+            return 0
+        with self._storage_errors("update the batch"), self._tx() as conn:
+            cur = conn.execute(
+                f"UPDATE prediction_buffer SET {set_sql}"
+                " WHERE id IN (SELECT value FROM json_each(?)) AND status='sending'",
+                (*params, json.dumps(list(ids))),
+            )
+            changed = cur.rowcount
+            if counter and changed:
+                conn.execute(
+                    "UPDATE buffer_metadata SET value = value + ? WHERE key = ?", (changed, counter)
+                )
+        return changed
+
+    def mark_sent(self, ids: Sequence[int]) -> int:
+        """The cloud acknowledged these rows: ``sent`` with ``sent_at`` (one transaction)."""
+        return self._settle(
+            ids, "status='sent', sent_at=?, claim_id=NULL", (self.clock.time(),), "total_sent"
+        )
+
+    def release(self, ids: Sequence[int], error: str) -> int:
+        """A retryable failure: back to ``pending``, ``retry_count`` + 1, ``last_error`` kept."""
+        return self._settle(
+            ids,
+            "status='pending', claim_id=NULL, retry_count=retry_count+1, last_error=?",
+            (error[:1000],),
+            None,
+        )
+
+    def mark_failed(self, ids: Sequence[int], error: str) -> int:
+        """The cloud refused these rows as invalid: dead letter (``failed``), kept and counted."""
+        return self._settle(
+            ids,
+            "status='failed', claim_id=NULL, retry_count=retry_count+1, last_error=?",
+            (error[:1000],),
+            "total_failed",
+        )
+
+    def requeue_failed(self, ids: Sequence[int] | None = None) -> int:
+        """Put dead-lettered rows (all, or the given ids) back to ``pending``."""
+        where = "status='failed'"
+        params: tuple = ()
+        if ids is not None:
+            where += " AND id IN (SELECT value FROM json_each(?))"
+            params = (json.dumps(list(ids)),)
+        with self._storage_errors("requeue failed records"), self._tx() as conn:
+            changed = conn.execute(
+                f"UPDATE prediction_buffer SET status='pending', retry_count=0 WHERE {where}",
+                params,
+            ).rowcount
+            conn.execute(
+                "UPDATE buffer_metadata SET value = value + ? WHERE key = 'total_requeued'",
+                (changed,),
+            )
+        return changed
+
+    # ------------------------------------------------------------------ reading
+    def count_pending(self, at_most: int | None = None) -> int:
+        """Pending rows; with ``at_most`` the count stops there (cheap on a huge backlog)."""
+        with self._lock, self._storage_errors("count pending records"):
+            if at_most is None:
+                sql, params = "SELECT count(*) FROM prediction_buffer WHERE status='pending'", ()
+            else:
+                sql = (
+                    "SELECT count(*) FROM (SELECT 1 FROM prediction_buffer"
+                    " WHERE status='pending' LIMIT ?)"
+                )
+                params = (at_most,)
+            return self._conn.execute(sql, params).fetchone()[0]
+
+    def counts(self) -> dict[str, int]:
+        """Row counts by status (every status present, zero when empty)."""
+        with self._lock, self._storage_errors("count records"):
+            rows = self._conn.execute(
+                "SELECT status, count(*) FROM prediction_buffer GROUP BY status"
+            ).fetchall()
+        out = {s.value: 0 for s in Status}
+        out.update(dict(rows))
+        return out
+
+    def metadata(self) -> dict[str, float]:
+        """The ``buffer_metadata`` counters and per-device sequence positions."""
+        with self._lock, self._storage_errors("read metadata"):
+            return dict(self._conn.execute("SELECT key, value FROM buffer_metadata").fetchall())
+
+    def oldest_pending(self) -> tuple[float, float] | None:
+        """(timestamp, buffered_at) of the oldest pending row, or None."""
+        with self._lock, self._storage_errors("read the oldest pending record"):
+            return self._conn.execute(
+                "SELECT timestamp, buffered_at FROM prediction_buffer WHERE status='pending'"
+                " ORDER BY id LIMIT 1"
+            ).fetchone()
+
+    def size_info(self) -> dict[str, int]:
+        """File size and live (non-free) bytes of the main database file, and the WAL size."""
+        with self._lock, self._storage_errors("read the database size"):
+            page_size = self._conn.execute("PRAGMA page_size").fetchone()[0]
+            pages = self._conn.execute("PRAGMA page_count").fetchone()[0]
+            free = self._conn.execute("PRAGMA freelist_count").fetchone()[0]
+        wal = Path(f"{self.path}-wal")
+        return {
+            "file_bytes": pages * page_size,
+            "used_bytes": (pages - free) * page_size,
+            "wal_bytes": wal.stat().st_size if wal.exists() else 0,
+            "page_size": page_size,
+        }
+
+    def delete_rows(
+        self, conn: sqlite3.Connection, where: str, params: tuple, counter: str
+    ) -> int:
+        """Inside a transaction: delete rows matching ``where``, keep ``live_bytes`` and
+        ``counter`` exact in the same transaction; return how many were deleted."""
+        lengths = conn.execute(
+            f"DELETE FROM prediction_buffer WHERE {where} RETURNING length(prediction_data)",
+            params,
+        ).fetchall()
+        n = len(lengths)
+        if n:
+            freed = sum(length for (length,) in lengths) + n * ROW_OVERHEAD
+            conn.execute(
+                "UPDATE buffer_metadata SET value = value + CASE key WHEN 'live_bytes' THEN ?"
+                " ELSE ? END WHERE key IN ('live_bytes', ?)",
+                (-freed, n, counter),
+            )
+        return n
+
+    def execute_write(self, sql: str, params: tuple = ()) -> int:
+        """Run one write statement in its own transaction (for maintenance code); rowcount."""
+        with self._storage_errors("update the buffer"), self._tx() as conn:
+            return conn.execute(sql, params).rowcount
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction for maintenance code in this package (cleanup, eviction)."""
+        with self._storage_errors("update the buffer"), self._tx() as conn:
+            yield conn
+
+    def incremental_vacuum(self, pages: int = 0) -> None:
+        """Hand free pages back to the filesystem (all of them when ``pages`` is 0)."""
+        with self._lock, self._storage_errors("reclaim space"):
+            # executescript steps the pragma to completion; execute() frees a single page.
+            self._conn.executescript(f"PRAGMA incremental_vacuum({int(pages)});")
+            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()

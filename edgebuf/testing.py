@@ -1,0 +1,106 @@
+"""Test helpers shipped with the package (like httpx's MockTransport).
+
+``ScriptedCloud`` is a Transport that behaves like the cloud in memory: it stores each
+record once by (device, record id), answers scripted failures first, and can commit a
+batch and then "lose" the acknowledgement. Use it with ``FakeClock`` to test policy
+without sleeping or sockets; integration tests use the real cloud service instead.
+"""
+
+from __future__ import annotations
+
+import collections
+import gzip
+import json
+import threading
+from dataclasses import dataclass
+
+from edgebuf.transport import SendResult
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One scripted answer: an HTTP status (None = network error), optional Retry-After,
+    and ``commit=True`` to store the batch before failing (a lost acknowledgement)."""
+
+    status: int | None
+    retry_after: float | None = None
+    commit: bool = False
+    reject_record_ids: frozenset[str] = frozenset()
+
+
+class ScriptedCloud:
+    """An in-memory cloud implementing the Transport protocol."""
+
+    def __init__(self, replies: list[Reply | int | None] | None = None, *, up: bool = True):
+        self.replies: collections.deque[Reply] = collections.deque(
+            r if isinstance(r, Reply) else Reply(r) for r in (replies or [])
+        )
+        self.up = up
+        self.stored: dict[tuple[str, str], dict] = {}
+        self.requests: list[dict] = []       # every parsed body, in order
+        self.statuses: list[int | None] = []
+        self.poison: set[str] = set()        # record ids the cloud always refuses (422)
+        self.max_records: int | None = None  # larger batches get 413
+        self.probes = 0
+        self._lock = threading.Lock()
+
+    def script(self, *replies: Reply | int | None) -> None:
+        self.replies.extend(r if isinstance(r, Reply) else Reply(r) for r in replies)
+
+    def _store(self, body: dict) -> tuple[int, int]:
+        accepted = dup = 0
+        for rec in body["records"]:
+            key = (body["device_id"], rec["record_id"])
+            if key in self.stored:
+                dup += 1
+            else:
+                self.stored[key] = rec
+                accepted += 1
+        return accepted, dup
+
+    def send(self, body: bytes) -> SendResult:
+        if body[:2] == b"\x1f\x8b":
+            body = gzip.decompress(body)
+        parsed = json.loads(body)
+        with self._lock:
+            self.requests.append(parsed)
+            reply = self.replies.popleft() if self.replies else Reply(200)
+            ids = {r["record_id"] for r in parsed["records"]}
+            if reply.status == 200 and self.max_records and len(ids) > self.max_records:
+                reply = Reply(413)
+            if reply.status == 200 and ids & (self.poison | reply.reject_record_ids):
+                reply = Reply(422)
+            self.statuses.append(reply.status)
+            if reply.status is not None and 200 <= reply.status < 300:
+                accepted, dup = self._store(parsed)
+                return SendResult(reply.status, accepted=accepted, duplicates=dup)
+            if reply.commit:
+                self._store(parsed)
+            error = "network error: scripted" if reply.status is None else f"HTTP {reply.status}"
+            return SendResult(reply.status, retry_after=reply.retry_after, error=error)
+
+    def probe(self) -> bool:
+        self.probes += 1
+        return self.up
+
+    def close(self) -> None:
+        pass
+
+    # ------------------------------------------------------------------ assertions
+    def received_ids(self) -> collections.Counter[str]:
+        """How many times each record id arrived in a request (retries count)."""
+        return collections.Counter(
+            r["record_id"] for body in self.requests for r in body["records"]
+        )
+
+    def acknowledged_ids(self) -> collections.Counter[str]:
+        """How many times each record id arrived in a request that was answered 2xx."""
+        return collections.Counter(
+            r["record_id"]
+            for body, status in zip(self.requests, self.statuses)
+            if status is not None and 200 <= status < 300
+            for r in body["records"]
+        )
+
+    def stored_seqs(self, device_id: str) -> list[int]:
+        return sorted(r["seq"] for (dev, _), r in self.stored.items() if dev == device_id)
