@@ -25,7 +25,10 @@ def _settings_db() -> Path:
 
 
 db_option = click.option(
-    "--db", "db", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    "--db",
+    "db",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
     help="Buffer file [default: $BUFFER_DB_PATH or data/prediction_buffer.db].",
 )
 
@@ -63,10 +66,16 @@ def status(db: Path | None, as_json: bool) -> None:
 
 @main.command()
 @db_option
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
-              default=Path("edgebuf-stats"), show_default=True)
-@click.option("--format", "fmt", type=click.Choice(["csv", "parquet"]), default="csv",
-              show_default=True)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("edgebuf-stats"),
+    show_default=True,
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(["csv", "parquet"]), default="csv", show_default=True
+)
 def export(db: Path | None, out_dir: Path, fmt: str) -> None:
     """Write per-record delivery facts, the backlog series and dropped records."""
     with _guard(), _monitor(db) as mon:

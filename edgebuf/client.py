@@ -65,11 +65,17 @@ class EnhancedAsyncLoggingClient:
     ) -> None:
         if settings is None:
             settings = load_settings(
-                endpoint=endpoint, db_path=db_path, device_id=device_id,
-                batch_size=batch_size, batch_timeout=batch_timeout,
-                monitor_interval=monitor_interval, health_timeout=health_timeout,
-                request_timeout=request_timeout, max_retries=max_retries,
-                cleanup_after_days=cleanup_after_days, **more,
+                endpoint=endpoint,
+                db_path=db_path,
+                device_id=device_id,
+                batch_size=batch_size,
+                batch_timeout=batch_timeout,
+                monitor_interval=monitor_interval,
+                health_timeout=health_timeout,
+                request_timeout=request_timeout,
+                max_retries=max_retries,
+                cleanup_after_days=cleanup_after_days,
+                **more,
             )
         self.settings = s = settings
         self.device_id = s.device_id
@@ -78,15 +84,20 @@ class EnhancedAsyncLoggingClient:
         self.store = LocalBufferManager(s.db_path, durability=s.durability, clock=self.clock)
         try:
             self.transport = transport or HttpTransport(
-                s.endpoint, api_key=s.api_key, request_timeout=s.request_timeout,
-                health_timeout=s.health_timeout, use_gzip=s.gzip,
+                s.endpoint,
+                api_key=s.api_key,
+                request_timeout=s.request_timeout,
+                health_timeout=s.health_timeout,
+                use_gzip=s.gzip,
             )
         except Exception:
             self.store.close()
             raise
         self.capacity = CapacityManager(
-            self.store, capacity_bytes=s.capacity_bytes,
-            cleanup_after_days=s.cleanup_after_days, overflow_policy=s.overflow_policy,
+            self.store,
+            capacity_bytes=s.capacity_bytes,
+            cleanup_after_days=s.cleanup_after_days,
+            overflow_policy=s.overflow_policy,
         )
         self.sender = Sender(self.store, self.transport, self.clock)
         self.recovery = BufferRecoveryManager(
@@ -96,9 +107,17 @@ class EnhancedAsyncLoggingClient:
             self.transport, self.clock, interval=s.monitor_interval, rng=rng
         )
         self.shipper = ShippingLoop(
-            self.sender, self.recovery, self.connectivity, self.capacity, self.clock,
-            batch_size=s.batch_size, batch_timeout=s.batch_timeout, max_retries=s.max_retries,
-            backoff_base=s.backoff_base, backoff_cap=s.backoff_cap, rng=rng,
+            self.sender,
+            self.recovery,
+            self.connectivity,
+            self.capacity,
+            self.clock,
+            batch_size=s.batch_size,
+            batch_timeout=s.batch_timeout,
+            max_retries=s.max_retries,
+            backoff_base=s.backoff_base,
+            backoff_cap=s.backoff_cap,
+            rng=rng,
         )
         self.recovery.on_start = self.shipper.wake
         self.connectivity.add_callback(self._on_connectivity)
@@ -194,8 +213,13 @@ class EnhancedAsyncLoggingClient:
         """
         self._check_open()
         record = prepare_record(
-            prediction, image_id=image_id, timestamp=timestamp, model_version=model_version,
-            priority=priority, now=self.clock.time(), max_bytes=self.settings.max_record_bytes,
+            prediction,
+            image_id=image_id,
+            timestamp=timestamp,
+            model_version=model_version,
+            priority=priority,
+            now=self.clock.time(),
+            max_bytes=self.settings.max_record_bytes,
         )
         return self._commit([record])[0]
 
@@ -211,16 +235,27 @@ class EnhancedAsyncLoggingClient:
         for i, item in enumerate(records):
             if not isinstance(item, Mapping) or "prediction" not in item:
                 raise RecordTypeError(f"item {i} must be a dict with a 'prediction' key")
-            unknown = set(item) - {"prediction", "image_id", "model_version", "timestamp", "priority"}
+            unknown = set(item) - {
+                "prediction",
+                "image_id",
+                "model_version",
+                "timestamp",
+                "priority",
+            }
             if unknown:
                 raise RecordTypeError(f"item {i} has unknown keys: {sorted(unknown)}")
             try:
-                prepared.append(prepare_record(
-                    item["prediction"], image_id=item.get("image_id"),
-                    timestamp=item.get("timestamp"), model_version=item.get("model_version"),
-                    priority=item.get("priority"), now=now,
-                    max_bytes=self.settings.max_record_bytes,
-                ))
+                prepared.append(
+                    prepare_record(
+                        item["prediction"],
+                        image_id=item.get("image_id"),
+                        timestamp=item.get("timestamp"),
+                        model_version=item.get("model_version"),
+                        priority=item.get("priority"),
+                        now=now,
+                        max_bytes=self.settings.max_record_bytes,
+                    )
+                )
             except (InvalidRecordError, RecordTypeError) as exc:
                 raise type(exc)(f"item {i}: {exc}") from None
         return self._commit(prepared)

@@ -112,12 +112,13 @@ class BufferMonitor:
             },
             "disk": {"free_bytes": disk.free, "total_bytes": disk.total},
             "counters": {
-                k: int(v) for k, v in meta.items() if not k.startswith(SEQ_PREFIX)
-                and k != "last_cleanup"
+                k: int(v)
+                for k, v in meta.items()
+                if not k.startswith(SEQ_PREFIX) and k != "last_cleanup"
             },
             "last_cleanup": _iso(meta.get("last_cleanup")),
             "sequences": {
-                k[len(SEQ_PREFIX):]: int(v) for k, v in meta.items() if k.startswith(SEQ_PREFIX)
+                k[len(SEQ_PREFIX) :]: int(v) for k, v in meta.items() if k.startswith(SEQ_PREFIX)
             },
             "dropped_by_reason": dropped,
         }
@@ -138,7 +139,9 @@ class BufferMonitor:
             "last_error": stats.last_error,
             "last_error_at": _iso(stats.last_error_at),
             "send_rate_per_s": round(rate, 2),
-            "eta_drain_s": round(backlog / rate, 1) if rate > 0 and backlog else (0.0 if not backlog else None),
+            "eta_drain_s": round(backlog / rate, 1)
+            if rate > 0 and backlog
+            else (0.0 if not backlog else None),
             "recovering": self.client.recovery.active,
             "consecutive_failures": self.client.shipper.failures,
         }
@@ -149,7 +152,8 @@ class BufferMonitor:
         s = self.get_full_status()
         c, db, d = s["counts"], s["database"], s["disk"]
         lines = [
-            f"edgebuf buffer  {s['db_path']}" + (f"  (device {s['device_id']})" if s["device_id"] else ""),
+            f"edgebuf buffer  {s['db_path']}"
+            + (f"  (device {s['device_id']})" if s["device_id"] else ""),
             f"  records     pending {c['pending']:,}  in flight {c['sending']:,}  "
             f"sent {c['sent']:,}  failed {c['failed']:,}",
             f"  oldest pending  {_age(s['oldest_pending_age_s'])}",
@@ -259,11 +263,13 @@ def backlog_series(
         times = times.dropna()
         return pd.DataFrame({"backlog": backlog, "sent_total": sent}, index=pd.DatetimeIndex(times))
 
-    frame = pd.concat([
-        events(records["buffered_at"], 1, 0),
-        events(records["sent_at"], -1, 1),
-        events(dropped["dropped_at"], -1, 0),
-    ]).sort_index()
+    frame = pd.concat(
+        [
+            events(records["buffered_at"], 1, 0),
+            events(records["sent_at"], -1, 1),
+            events(dropped["dropped_at"], -1, 0),
+        ]
+    ).sort_index()
     frame.index.name = "time"
     if frame.empty:
         return frame.astype("int64")

@@ -21,7 +21,6 @@ MAX_IMAGE_ID = 256
 MAX_MODEL_VERSION = 128
 
 
-
 @dataclass(frozen=True, slots=True)
 class NewRecord:
     """A validated record ready to insert: the prediction is already JSON text."""
@@ -85,7 +84,9 @@ def encode_prediction(prediction: Any, max_bytes: int) -> str:
     try:
         size = len(text.encode("utf-8"))
     except UnicodeEncodeError as exc:
-        raise InvalidRecordError(f"prediction contains a string that is not valid UTF-8: {exc}") from None
+        raise InvalidRecordError(
+            f"prediction contains a string that is not valid UTF-8: {exc}"
+        ) from None
     if size > max_bytes:
         raise InvalidRecordError(
             f"prediction is {size} bytes of JSON, over the limit of {max_bytes} (max_record_bytes)"
@@ -125,7 +126,9 @@ def normalise_timestamp(timestamp: Any, now: float) -> float:
         )
     value = float(timestamp)
     if not math.isfinite(value) or value < 0:
-        raise InvalidRecordError(f"timestamp must be a finite, non-negative epoch time, got {timestamp!r}")
+        raise InvalidRecordError(
+            f"timestamp must be a finite, non-negative epoch time, got {timestamp!r}"
+        )
     return value
 
 

@@ -162,7 +162,8 @@ def salvage(db_path: str | os.PathLike[str]) -> dict[str, Any]:
     expected = None
     if meta:
         expected = int(
-            meta.get("total_buffered", 0) - meta.get("total_cleaned", 0)
+            meta.get("total_buffered", 0)
+            - meta.get("total_cleaned", 0)
             - meta.get("evicted_capacity", 0)
         )
     report.update(

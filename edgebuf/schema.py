@@ -24,10 +24,10 @@ SCHEMA_VERSION = 1
 class Status(str, enum.Enum):
     """Row states, stored as these stable strings."""
 
-    PENDING = "pending"   # buffered, waiting to be sent
-    SENDING = "sending"   # claimed by a batch in flight; start-up returns it to pending
-    SENT = "sent"         # the cloud acknowledged it; deleted after cleanup_after_days
-    FAILED = "failed"     # refused by the cloud as invalid (dead letter); kept, requeueable
+    PENDING = "pending"  # buffered, waiting to be sent
+    SENDING = "sending"  # claimed by a batch in flight; start-up returns it to pending
+    SENT = "sent"  # the cloud acknowledged it; deleted after cleanup_after_days
+    FAILED = "failed"  # refused by the cloud as invalid (dead letter); kept, requeueable
 
 
 CREATE_STATEMENTS = (
@@ -82,15 +82,15 @@ CREATE_STATEMENTS = (
 
 # Counters kept in buffer_metadata; each is changed in the same transaction as the rows it counts.
 COUNTERS = (
-    "total_buffered",     # records committed by log_prediction(s)
-    "total_sent",         # records acknowledged by the cloud
-    "total_failed",       # records dead-lettered (moved to 'failed')
-    "total_requeued",     # failed records put back to pending by requeue_failed()
-    "total_cleaned",      # sent records deleted by cleanup
-    "evicted_capacity",   # pending records evicted by the overflow policy (see dropped_records)
-    "rejected_full",      # log calls refused with BufferFullError (overflow_policy="reject")
-    "last_cleanup",       # wall time of the last cleanup run (0 = never)
-    "live_bytes",         # bytes of JSON + ROW_OVERHEAD per row held: what capacity_bytes limits
+    "total_buffered",  # records committed by log_prediction(s)
+    "total_sent",  # records acknowledged by the cloud
+    "total_failed",  # records dead-lettered (moved to 'failed')
+    "total_requeued",  # failed records put back to pending by requeue_failed()
+    "total_cleaned",  # sent records deleted by cleanup
+    "evicted_capacity",  # pending records evicted by the overflow policy (see dropped_records)
+    "rejected_full",  # log calls refused with BufferFullError (overflow_policy="reject")
+    "last_cleanup",  # wall time of the last cleanup run (0 = never)
+    "live_bytes",  # bytes of JSON + ROW_OVERHEAD per row held: what capacity_bytes limits
 )
 
 # Bytes a row costs beyond its JSON text (record id, sequence, timestamps, index entry).

@@ -66,9 +66,9 @@ class ShippingLoop:
         self.backoff_cap = backoff_cap
         self.rng = rng or random.Random()
         self._lock = threading.Lock()
-        self.new_count = 0                   # records logged since the last live claim
+        self.new_count = 0  # records logged since the last live claim
         self.first_new_at: float | None = None
-        self.failures = 0                    # consecutive failed attempts
+        self.failures = 0  # consecutive failed attempts
         self.backoff_until = 0.0
         self.flush_requested = False
         now = clock.monotonic()
@@ -114,8 +114,9 @@ class ShippingLoop:
         retry = outcome.retry
         error = (retry.error if retry else None) or "send failed"
         if self.failures > self.max_retries:
-            log.warning("giving up after %d retries (%s); waiting for connectivity",
-                        self.max_retries, error)
+            log.warning(
+                "giving up after %d retries (%s); waiting for connectivity", self.max_retries, error
+            )
             self.failures = 0
             self.backoff_until = 0.0
             self.connectivity.mark_down(f"{self.max_retries} retries failed: {error}")
@@ -128,8 +129,9 @@ class ShippingLoop:
             retry_after=retry.retry_after if retry else None,
         )
         self.backoff_until = now + delay
-        log.info("send failed (%s); retry %d/%d in %.1fs", error, self.failures,
-                 self.max_retries, delay)
+        log.info(
+            "send failed (%s); retry %d/%d in %.1fs", error, self.failures, self.max_retries, delay
+        )
 
     def _maintain(self, now: float) -> None:
         if now >= self.next_maintenance:

@@ -120,9 +120,7 @@ class Batch:
         return len(self.records)
 
 
-_CLAIM_COLUMNS = (
-    "id, record_id, device_id, seq, image_id, timestamp, model_version, prediction_data, retry_count"
-)
+_CLAIM_COLUMNS = "id, record_id, device_id, seq, image_id, timestamp, model_version, prediction_data, retry_count"
 
 
 class LocalBufferManager:
@@ -321,8 +319,15 @@ class LocalBufferManager:
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
-                        rid, device_id, first_seq + i, rec.prediction_json, rec.image_id,
-                        rec.model_version, rec.timestamp, now, rec.priority,
+                        rid,
+                        device_id,
+                        first_seq + i,
+                        rec.prediction_json,
+                        rec.image_id,
+                        rec.model_version,
+                        rec.timestamp,
+                        now,
+                        rec.priority,
                     )
                     for i, (rid, rec) in enumerate(zip(ids, records))
                 ],
@@ -470,9 +475,7 @@ class LocalBufferManager:
             "page_size": page_size,
         }
 
-    def delete_rows(
-        self, conn: sqlite3.Connection, where: str, params: tuple, counter: str
-    ) -> int:
+    def delete_rows(self, conn: sqlite3.Connection, where: str, params: tuple, counter: str) -> int:
         """Inside a transaction: delete rows matching ``where``, keep ``live_bytes`` and
         ``counter`` exact in the same transaction; return how many were deleted."""
         lengths = conn.execute(

@@ -37,9 +37,9 @@ class ScriptedCloud:
         )
         self.up = up
         self.stored: dict[tuple[str, str], dict] = {}
-        self.requests: list[dict] = []       # every parsed body, in order
+        self.requests: list[dict] = []  # every parsed body, in order
         self.statuses: list[int | None] = []
-        self.poison: set[str] = set()        # record ids the cloud always refuses (422)
+        self.poison: set[str] = set()  # record ids the cloud always refuses (422)
         self.max_records: int | None = None  # larger batches get 413
         self.probes = 0
         self._lock = threading.Lock()

@@ -33,8 +33,10 @@ def make_client(tmp_path, clock, cloud):
         kwargs.setdefault("device_id", "cam-1")
         kwargs.setdefault("endpoint", "http://127.0.0.1:9")
         client = EnhancedAsyncLoggingClient(
-            transport=kwargs.pop("transport", cloud), clock=clock,
-            rng=random.Random(7), **kwargs,
+            transport=kwargs.pop("transport", cloud),
+            clock=clock,
+            rng=random.Random(7),
+            **kwargs,
         )
         made.append(client)
         return client
@@ -48,9 +50,11 @@ def drive(client, clock, *, until=None, steps: int = 2000) -> int:
     """Run the shipping loop on the fake clock, advancing it over every wait the loop asks
     for, until ``until()`` holds (default: nothing pending or in flight). Returns passes."""
     if until is None:
+
         def until() -> bool:
             counts = client.store.counts()
             return counts["pending"] == 0 and counts["sending"] == 0
+
     for n in range(steps):
         if until():
             return n

@@ -57,9 +57,12 @@ def test_full_buffer_evicts_lowest_priority_oldest_first(make_client, clock, clo
     assert held + len(dropped) == 600 == meta["total_buffered"]
     assert meta["evicted_capacity"] == len(dropped)
     # frames with detections are all still there
-    assert client.store._conn.execute(
-        "SELECT count(*) FROM prediction_buffer WHERE priority=1"
-    ).fetchone()[0] == 300
+    assert (
+        client.store._conn.execute(
+            "SELECT count(*) FROM prediction_buffer WHERE priority=1"
+        ).fetchone()[0]
+        == 300
+    )
 
 
 def test_sent_rows_go_before_any_pending_row(make_client, clock, cloud):

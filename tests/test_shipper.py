@@ -150,8 +150,12 @@ def test_413_splits_instead_of_dead_lettering(make_client, cloud, clock):
     log_n(client, 32)
     drive(client, clock)
     assert len(cloud.stored) == 32 and client.store.counts()["failed"] == 0
-    assert all(len(r["records"]) <= 5 for body, s in zip(cloud.requests, cloud.statuses)
-               if s == 200 for r in [body])
+    assert all(
+        len(r["records"]) <= 5
+        for body, s in zip(cloud.requests, cloud.statuses)
+        if s == 200
+        for r in [body]
+    )
 
 
 def test_lost_acknowledgement_is_resent_and_stored_once(make_client, cloud, clock):

@@ -31,9 +31,11 @@ def test_ids_unique_and_sequences_monotonic_across_restarts(tmp_path):
         ids.append(s.add_prediction("other", rec(6)))
     with LocalBufferManager(path) as s:
         ids.append(s.add_prediction("cam", rec(7)))
-        rows = sqlite3.connect(path).execute(
-            "SELECT device_id, seq FROM prediction_buffer ORDER BY id"
-        ).fetchall()
+        rows = (
+            sqlite3.connect(path)
+            .execute("SELECT device_id, seq FROM prediction_buffer ORDER BY id")
+            .fetchall()
+        )
     assert len(set(ids)) == 8 and all(len(i) == 32 for i in ids)
     assert [q for d, q in rows if d == "cam"] == [1, 2, 3, 4, 5, 6, 7]
     assert [q for d, q in rows if d == "other"] == [1]

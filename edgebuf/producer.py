@@ -1,0 +1,80 @@
+"""A simulated camera process: logs predictions and prints each returned record id.
+
+Used by crash drills and tests, which SIGKILL it at random moments and restart it on the
+same buffer: a record id printed here is a record whose ``log_prediction`` returned, so it
+must reach the cloud exactly once.
+
+    python -m edgebuf.producer --db B.db --endpoint URL --device cam-1 --count 500 --fps 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import time
+
+from edgebuf.client import EnhancedAsyncLoggingClient
+
+
+def fake_prediction(rng: random.Random, frame: int) -> dict:
+    """A YOLO-shaped prediction: some frames empty, some with parts and defects."""
+    n = rng.choice([0, 0, 1, 1, 2, 3])
+    return {
+        "frame": frame,
+        "detections": [
+            {
+                "class_name": rng.choice(["part", "part", "scratch", "dent"]),
+                "confidence": round(rng.uniform(0.3, 0.99), 3),
+                "box": [round(rng.uniform(0, 320), 1) for _ in range(4)],
+            }
+            for _ in range(n)
+        ],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--db", required=True)
+    p.add_argument("--endpoint", required=True)
+    p.add_argument("--device", default="cam-1")
+    p.add_argument("--count", type=int, default=1000)
+    p.add_argument("--start-frame", type=int, default=0)
+    p.add_argument("--fps", type=float, default=0.0, help="0 = as fast as possible")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-timeout", type=float, default=0.2)
+    p.add_argument("--monitor-interval", type=float, default=0.5)
+    p.add_argument("--flush", type=float, default=0.0, help="flush for up to N s at the end")
+    args = p.parse_args(argv)
+    rng = random.Random(args.seed)
+    client = EnhancedAsyncLoggingClient(
+        args.endpoint,
+        args.db,
+        args.device,
+        batch_timeout=args.batch_timeout,
+        monitor_interval=args.monitor_interval,
+        max_retries=2,
+        backoff_base=0.05,
+        backoff_cap=0.5,
+        request_timeout=5.0,
+        health_timeout=1.0,
+    )
+    out = sys.stdout
+    with client:
+        for frame in range(args.start_frame, args.start_frame + args.count):
+            rid = client.log_prediction(
+                fake_prediction(rng, frame), image_id=f"frame-{frame:07d}", model_version="sim-1"
+            )
+            out.write(f"{rid}\n")
+            out.flush()
+            if args.fps:
+                time.sleep(1.0 / args.fps)
+        if args.flush:
+            ok = client.flush(timeout=args.flush)
+            print(f"FLUSHED {ok}", file=sys.stderr)
+            return 0 if ok else 3
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
