@@ -34,6 +34,7 @@ log = logging.getLogger("edgebuf.capacity")
 HIGH_WATER = 0.90
 LOW_WATER = 0.80
 CHUNK = 5_000
+TIGHT_CHUNK = 200
 DAY = 86_400.0
 
 
@@ -67,17 +68,26 @@ class CapacityManager:
         return self.used_bytes() / self.capacity_bytes
 
     # ------------------------------------------------------------------ cleanup
-    def _delete_sent_chunk(self, extra_where: str, params: tuple) -> int:
+    def _delete_sent_chunk(self, extra_where: str, params: tuple, tight: bool = False) -> int:
+        """One short transaction deleting the oldest matching sent rows.
+
+        ``tight`` (on a full disk): small chunks, each followed by a checkpoint, so the WAL
+        is reused from its start instead of growing - a delete only rewrites existing pages,
+        so the checkpoint needs no new space either."""
+        chunk = TIGHT_CHUNK if tight else CHUNK
         with self.store.transaction() as conn:
-            return self.store.delete_rows(
+            n = self.store.delete_rows(
                 conn,
                 "id IN (SELECT id FROM prediction_buffer WHERE status='sent'"
-                f" {extra_where} ORDER BY id LIMIT {CHUNK})",
+                f" {extra_where} ORDER BY id LIMIT {chunk})",
                 params,
                 "total_cleaned",
             )
+        if tight:
+            self.store.checkpoint("RESTART")
+        return n
 
-    def cleanup(self, older_than_days: float | None = None) -> dict[str, int]:
+    def cleanup(self, older_than_days: float | None = None, *, tight: bool = False) -> dict[str, int]:
         """Delete sent rows older than ``older_than_days`` (default ``cleanup_after_days``),
         then hand freed pages back to the filesystem. Pending and failed rows are never
         touched. Returns counts of what it did."""
@@ -86,9 +96,9 @@ class CapacityManager:
         before = self.store.size_info()["file_bytes"]
         deleted = 0
         while True:
-            n = self._delete_sent_chunk("AND sent_at < ?", (now - days * DAY,))
+            n = self._delete_sent_chunk("AND sent_at < ?", (now - days * DAY,), tight)
             deleted += n
-            if n < CHUNK:
+            if n < (TIGHT_CHUNK if tight else CHUNK):
                 break
         self.store.execute_write(
             "UPDATE buffer_metadata SET value = ? WHERE key = 'last_cleanup'", (now,)
@@ -113,6 +123,15 @@ class CapacityManager:
         if report["trimmed"]:
             self.store.incremental_vacuum()
         return report
+
+    def delete_all_sent(self) -> int:
+        """Delete every sent row, oldest first, in tight chunks (the disk-full measure)."""
+        deleted = 0
+        while True:
+            n = self._delete_sent_chunk("", (), tight=True)
+            deleted += n
+            if n < TIGHT_CHUNK:
+                return deleted
 
     # ------------------------------------------------------------------ admission
     def make_room(self, conn: sqlite3.Connection, records: Sequence[NewRecord]) -> None:

@@ -12,6 +12,7 @@ commit, and the calls that wait (``flush``, ``close``) belong in ``asyncio.to_th
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import threading
@@ -23,7 +24,16 @@ from edgebuf.capacity import CapacityManager
 from edgebuf.clock import Clock, SystemClock
 from edgebuf.config import EdgeSettings, load_settings
 from edgebuf.connectivity import DOWN, UP, ConnectivityMonitor
-from edgebuf.errors import BufferFullError, ClientClosedError, InvalidRecordError, RecordTypeError
+from edgebuf.diskspace import DiskReserve
+from edgebuf.errors import (
+    BufferCorruptError,
+    BufferFullError,
+    ClientClosedError,
+    DiskFullError,
+    InvalidRecordError,
+    RecordTypeError,
+    StorageError,
+)
 from edgebuf.records import NewRecord, prepare_record
 from edgebuf.recovery import BufferRecoveryManager
 from edgebuf.sender import Sender
@@ -81,7 +91,9 @@ class EnhancedAsyncLoggingClient:
         self.device_id = s.device_id
         self.clock = clock or SystemClock()
         rng = rng or random.Random()
-        self.store = LocalBufferManager(s.db_path, durability=s.durability, clock=self.clock)
+        self.store = self._open_store(s)
+        self.reserve = DiskReserve(s.db_path, s.reserve_bytes)
+        self.reserve.ensure()
         try:
             self.transport = transport or HttpTransport(
                 s.endpoint,
@@ -127,6 +139,23 @@ class EnhancedAsyncLoggingClient:
         self._started = False
         self._closed = False
         self._poll = threading.Event()  # never set: an interruptible sleep for flush polling
+        self._maintenance_lock = threading.Lock()
+        self.repair_report: dict | None = getattr(self, "repair_report", None)
+
+    def _open_store(self, s: EdgeSettings) -> LocalBufferManager:
+        """Open the buffer; a damaged file is set aside and salvaged (``auto_repair``) so a
+        corrupt buffer never stops the camera from logging (no crash loop at start-up)."""
+        try:
+            return LocalBufferManager(s.db_path, durability=s.durability, clock=self.clock)
+        except BufferCorruptError:
+            if not s.auto_repair:
+                raise
+        from edgebuf.monitor import repair_db
+
+        report = repair_db(s.db_path)
+        log.error("buffer %s was damaged and has been repaired: %s", s.db_path, report)
+        self.repair_report = report
+        return LocalBufferManager(s.db_path, durability=s.durability, clock=self.clock)
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> EnhancedAsyncLoggingClient:
@@ -180,11 +209,39 @@ class EnhancedAsyncLoggingClient:
         if self._closed:
             raise ClientClosedError("the client is closed; records can no longer be logged")
 
+    def _insert(self, records: list[NewRecord]) -> list[str]:
+        return self.store.add_predictions(
+            self.device_id, records, before_commit=self.capacity.make_room
+        )
+
+    def _free_disk(self) -> bool:
+        """Disk full: give up the reserve, truncate the WAL, delete delivered rows."""
+        freed = self.reserve.release()
+        with self._maintenance_lock:
+            for step in (
+                lambda: self.store.checkpoint("TRUNCATE"),
+                self.capacity.delete_all_sent,
+                lambda: self.store.incremental_vacuum(),
+                lambda: self.store.checkpoint("TRUNCATE"),
+            ):
+                try:
+                    result = step()
+                except StorageError as exc:
+                    log.warning("disk full: a clean-up step failed: %s", exc)
+                    continue
+                if isinstance(result, int) and result:
+                    freed = True
+                    log.warning("disk full: deleted %d delivered records", result)
+        self.reserve.ensure()  # re-arm for the next time, if the deletes made room
+        return freed
+
     def _commit(self, records: list[NewRecord]) -> list[str]:
         try:
-            ids = self.store.add_predictions(
-                self.device_id, records, before_commit=self.capacity.make_room
-            )
+            try:
+                ids = self._insert(records)
+            except DiskFullError:
+                self._free_disk()
+                ids = self._insert(records)  # once; a second DiskFullError goes to the caller
         except BufferFullError:
             self.store.execute_write(
                 "UPDATE buffer_metadata SET value = value + 1 WHERE key = 'rejected_full'"
@@ -291,8 +348,17 @@ class EnhancedAsyncLoggingClient:
         return self._wait_delivered(timeout)
 
     def cleanup(self, older_than_days: float | None = None) -> dict[str, int]:
-        """Delete sent rows older than ``cleanup_after_days`` now and reclaim their space."""
-        return self.capacity.cleanup(older_than_days)
+        """Delete sent rows older than ``cleanup_after_days`` now and reclaim their space.
+
+        On a full disk the reserve is given up first so the deletes can commit."""
+        try:
+            return self.capacity.cleanup(older_than_days)
+        except DiskFullError:
+            log.warning("disk full during cleanup: retrying in small steps")
+            self.reserve.release()
+            with contextlib.suppress(StorageError):
+                self.store.checkpoint("TRUNCATE")
+            return self.capacity.cleanup(older_than_days, tight=True)
 
     def requeue_failed(self) -> int:
         """Put every dead-lettered record back to pending and start sending it."""

@@ -63,6 +63,8 @@ class EdgeSettings(BaseSettings):
     overflow_policy: Literal["evict", "reject"] = "evict"
     max_record_bytes: int = Field(1024 * 1024, ge=256)
     gzip: bool = True
+    reserve_bytes: int = Field(8 * 1024 * 1024, ge=0)
+    auto_repair: bool = True
 
     @field_validator("endpoint")
     @classmethod

@@ -10,8 +10,9 @@ Why each PRAGMA:
   commit, so a committed record also survives power loss.
 - ``auto_vacuum=INCREMENTAL``: freed pages can be handed back to the filesystem after
   cleanup without a full VACUUM that would block logging.
-- The WAL file is never truncated (``journal_size_limit`` left at -1): once it has grown,
-  SQLite reuses its space, so a DELETE of sent rows can still commit on a full disk.
+- On a full disk the client checkpoints with ``TRUNCATE`` (the WAL holds many versions of
+  the same pages, so this gives space back) after releasing its disk reserve
+  (``edgebuf.diskspace``), so cleanup and logging can go on.
 """
 
 from __future__ import annotations

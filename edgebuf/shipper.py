@@ -52,6 +52,7 @@ class ShippingLoop:
         backoff_base: float = 2.0,
         backoff_cap: float = 60.0,
         rng: random.Random | None = None,
+        on_maintenance=None,
     ) -> None:
         self.sender = sender
         self.store = sender.store
@@ -65,6 +66,7 @@ class ShippingLoop:
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
         self.rng = rng or random.Random()
+        self.on_maintenance = on_maintenance
         self._lock = threading.Lock()
         self.new_count = 0  # records logged since the last live claim
         self.first_new_at: float | None = None
@@ -107,6 +109,7 @@ class ShippingLoop:
             self.backoff_until = 0.0
             if outcome.sent:
                 self.connectivity.mark_up()
+                self.store.checkpoint_in_background()
             return
         # Released rows are backlog now; the backlog lane picks them up after the backoff.
         self.recovery.start_recovery()
@@ -137,6 +140,9 @@ class ShippingLoop:
         if now >= self.next_maintenance:
             self.next_maintenance = now + MAINTENANCE_EVERY
             self.capacity.enforce()
+            self.store.checkpoint_in_background()
+            if self.on_maintenance is not None:
+                self.on_maintenance()
         if now >= self.next_cleanup:
             self.next_cleanup = now + CLEANUP_EVERY
             self.capacity.cleanup()

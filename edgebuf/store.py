@@ -144,6 +144,7 @@ class LocalBufferManager:
         self.durability = durability
         self._lock = threading.RLock()
         self._lock_fd: int | None = None
+        self._ckpt_conn: sqlite3.Connection | None = None
         self._closed = False
         self._prepare_path()
         if exclusive:
@@ -267,6 +268,8 @@ class LocalBufferManager:
             self._closed = True
             with contextlib.suppress(sqlite3.Error):
                 self._conn.execute("PRAGMA optimize")
+            if self._ckpt_conn is not None:
+                self._ckpt_conn.close()
             self._conn.close()
         self._release_process_lock()
 
@@ -502,6 +505,29 @@ class LocalBufferManager:
         """A write transaction for maintenance code in this package (cleanup, eviction)."""
         with self._storage_errors("update the buffer"), self._tx() as conn:
             yield conn
+
+    def checkpoint(self, mode: str = "PASSIVE") -> tuple[int, int, int]:
+        """Run a WAL checkpoint (``PASSIVE``, ``RESTART`` or ``TRUNCATE``)."""
+        if mode not in ("PASSIVE", "FULL", "RESTART", "TRUNCATE"):
+            raise ValueError(mode)
+        with self._lock, self._storage_errors("checkpoint the WAL"):
+            return self._conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
+
+    def checkpoint_in_background(self) -> None:
+        """A PASSIVE checkpoint on a side connection, without the writer lock.
+
+        Called by the shipping thread after acknowledgements: it folds the WAL into the
+        database while nobody waits for it, so ``log_prediction`` rarely pays for
+        SQLite's automatic checkpoint, and the WAL holds few pages that are not yet in
+        the database - which is what lets deletes proceed on a full disk."""
+        if self._closed:
+            return
+        if self._ckpt_conn is None:
+            self._ckpt_conn = sqlite3.connect(self.path, check_same_thread=False, timeout=0.1)
+        try:
+            self._ckpt_conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        except sqlite3.Error as exc:
+            log.debug("background checkpoint skipped: %s", exc)
 
     def incremental_vacuum(self, pages: int = 0) -> None:
         """Hand free pages back to the filesystem (all of them when ``pages`` is 0)."""

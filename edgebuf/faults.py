@@ -1,0 +1,367 @@
+"""Fault injection for drills, tests and notebooks: the timeline, the fault modes, kills.
+
+``FaultProxy`` sits between an edge client
+and the real cloud on a real socket and misbehaves on command: refuse connections, hang,
+answer 503/429 with ``Retry-After``, answer slowly, forward a batch and drop the
+acknowledgement, flap. Here is its control surface (modes switched from any thread, the
+timeline, the counters); the socket work is ``edgebuf.faultproxy``. Also here: ``Fault`` (one
+mode, a value), ``EventLog`` (the wall-clock timeline ``edgebuf.plots.plot_backlog`` reads)
+and ``kill_process`` (SIGKILL and reap, the crash every drill uses).
+
+    with FaultProxy(cloud.url) as proxy:
+        client = EnhancedAsyncLoggingClient(proxy.url, db, "cam-1")
+        proxy.status(503, retry_after=1)   # a 5xx storm behind a healthy /health
+        ...
+        proxy.pass_through()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import subprocess
+import threading
+import time
+from collections.abc import Coroutine, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, overload
+
+from edgebuf.faultproxy import ProxyServer
+
+__all__ = ["EventLog", "Fault", "FaultProxy", "kill_process"]
+
+MODES = ("pass", "down", "hang", "status", "slow", "drop_ack", "flap")
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One fault mode of the proxy.
+
+    ``kind`` is one of ``pass`` (forward), ``down`` (connections refused or reset),
+    ``hang`` (accept, never answer), ``status`` (answer ``code`` with an optional
+    ``Retry-After``, nothing forwarded), ``slow`` (forward, answer after ``seconds``),
+    ``drop_ack`` (forward, so the cloud commits, then close without answering) and
+    ``flap`` (down and pass alternating every ``period`` seconds).
+
+    ``health`` says whether requests other than ``POST /log`` (the ``/health`` probe)
+    suffer the fault too. Link faults (down, hang, slow, flap) hit everything by default;
+    service faults (status, drop_ack) hit only ``/log`` by default, so a 5xx storm happens
+    behind a live ``/health``, as with a database outage behind a healthy API.
+    """
+
+    kind: str = "pass"
+    code: int | None = None
+    retry_after: float | None = None
+    seconds: float = 0.0
+    period: float = 0.0
+    health: bool = True
+
+    def __post_init__(self) -> None:
+        if self.kind not in MODES:
+            raise ValueError(f"unknown fault mode {self.kind!r}; one of {', '.join(MODES)}")
+        if self.kind == "status" and not (self.code and 100 <= self.code <= 599):
+            raise ValueError("a status fault needs an HTTP code")
+        if self.kind == "flap" and self.period <= 0:
+            raise ValueError("a flap fault needs period > 0")
+
+    @classmethod
+    def make(cls, kind: str | Fault | int, **params: Any) -> Fault:
+        """Build a fault from a mode name (``"drop_ack"``), an HTTP code (``429``) or a Fault.
+
+        Without an explicit ``health``, service faults (status, drop_ack) spare ``/health``.
+        """
+        if isinstance(kind, Fault):
+            return kind
+        if isinstance(kind, int):
+            params["code"], kind = kind, "status"
+        params.setdefault("health", kind not in ("status", "drop_ack"))
+        return cls(kind, **params)
+
+    @property
+    def name(self) -> str:
+        """A short label, e.g. ``status:429`` or ``slow:1.5s``."""
+        if self.kind == "status":
+            return f"status:{self.code}"
+        if self.kind == "slow":
+            return f"slow:{self.seconds:g}s"
+        if self.kind == "flap":
+            return f"flap:{self.period:g}s"
+        return self.kind
+
+    def applies_to(self, method: str, path: str) -> bool:
+        """Whether a request to ``path`` suffers this fault (see ``health``)."""
+        if self.kind == "pass":
+            return False
+        is_log = method == "POST" and path.split("?", 1)[0].rstrip("/") == "/log"
+        return is_log or self.health
+
+
+PASS = Fault("pass")
+DOWN = Fault("down")
+
+
+class EventLog(Sequence):
+    """A thread-safe timeline of ``{"t": time.time(), "kind": ..., **info}`` dicts.
+
+    The shape ``edgebuf.plots.plot_backlog`` reads: ``outage_start`` / ``outage_end`` pairs
+    are shaded, ``edge_killed`` entries drawn as lines. Share one log between a proxy and
+    the code that kills processes, so every fault lands on one timeline.
+    """
+
+    def __init__(self) -> None:
+        self._items: list[dict] = []
+        self._lock = threading.Lock()
+
+    def add(self, kind: str, **info: Any) -> dict:
+        """Append an event stamped now and return it."""
+        event = {"t": time.time(), "kind": kind, **info}
+        with self._lock:
+            self._items.append(event)
+        return event
+
+    def of(self, kind: str) -> list[dict]:
+        """Every event of one kind, in order."""
+        return [e for e in self if e["kind"] == kind]
+
+    def relative(self, t0: float) -> list[dict]:
+        """A copy with ``t`` as seconds since ``t0`` (for tables)."""
+        return [{**e, "t": round(e["t"] - t0, 3)} for e in self]
+
+    @overload
+    def __getitem__(self, index: int) -> dict: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[dict]: ...
+    def __getitem__(self, index):
+        with self._lock:
+            return self._items[index]
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._items)
+
+    def __iter__(self) -> Iterator[dict]:
+        with self._lock:
+            return iter(list(self._items))
+
+
+def kill_process(proc: subprocess.Popen, timeout: float = 10.0) -> int | None:
+    """SIGKILL ``proc`` (a crash: no cleanup runs in it) and reap it; return its exit code.
+
+    A process that already ended is only reaped. Never raises for a process that is gone.
+    """
+    if proc.poll() is None:
+        try:
+            proc.kill()
+        except ProcessLookupError:
+            pass
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:  # stuck in the kernel (D state): nothing more to do
+        return None
+
+
+class FaultProxy:
+    """A misbehaving HTTP hop between an edge client and ``upstream`` (the cloud's base URL).
+
+    Listens on 127.0.0.1 (a free port, ``url``), serves from its own thread and event loop,
+    and starts in ``pass`` mode. Switch modes from any thread; each call returns once the
+    mode is in force. Every change lands on ``events`` (``mode`` entries, and
+    ``outage_start`` / ``outage_end`` around every stretch that is not a faithful pass),
+    every request on ``requests``; ``counters()`` sums them. ``close()`` is idempotent and
+    bounded; the proxy is also a context manager.
+    """
+
+    def __init__(
+        self,
+        upstream: str,
+        *,
+        events: EventLog | None = None,
+        upstream_timeout: float = 30.0,
+        port: int = 0,
+    ) -> None:
+        self.upstream = upstream.rstrip("/")
+        self.events = events if events is not None else EventLog()
+        self.requests: list[dict] = []
+        self._lock = threading.Lock()
+        self._mode = PASS
+        self._flap_down = False
+        self._impaired = False
+        self._next: collections.deque[list] = collections.deque()  # [remaining, fault, path]
+        self._server = ProxyServer(
+            self.upstream, self._choose, self._report, port=port, upstream_timeout=upstream_timeout
+        )
+        self._flap_task: asyncio.Task | None = None
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="edgebuf-faultproxy", daemon=True
+        )
+        self._closed = False
+        self._thread.start()
+        try:
+            self._call(self._server.listen())
+        except BaseException:
+            self.close()
+            raise
+        self.events.add("mode", mode="pass")
+
+    @property
+    def url(self) -> str:
+        """Base URL to give the client instead of the cloud's."""
+        return f"http://127.0.0.1:{self._server.port}"
+
+    @property
+    def mode(self) -> Fault:
+        return self._mode
+
+    # ------------------------------------------------------------------ modes
+    def set_mode(self, kind: str | Fault | int, **params: Any) -> Fault:
+        """Put a mode in force (``"down"``, ``503``, ``Fault("slow", seconds=2)``, ...)."""
+        fault = Fault.make(kind, **params)
+        self._call(self._apply(fault))
+        return fault
+
+    def pass_through(self) -> Fault:
+        """Forward everything faithfully (the normal state)."""
+        return self.set_mode("pass")
+
+    def down(self) -> Fault:
+        """Refuse connections (listener closed) and reset the open ones."""
+        return self.set_mode("down")
+
+    def hang(self) -> Fault:
+        """Accept and read every request, never answer."""
+        return self.set_mode("hang")
+
+    def status(self, code: int, retry_after: float | None = None, *, health: bool = False) -> Fault:
+        """Answer every ``POST /log`` with ``code`` (and ``Retry-After``) without forwarding."""
+        return self.set_mode("status", code=code, retry_after=retry_after, health=health)
+
+    def slow(self, seconds: float, *, health: bool = True) -> Fault:
+        """Forward, but hold each answer ``seconds`` (past the client's timeout: duplicates)."""
+        return self.set_mode("slow", seconds=seconds, health=health)
+
+    def drop_ack(self, *, health: bool = False) -> Fault:
+        """Forward ``POST /log`` (the cloud commits), then reset instead of answering."""
+        return self.set_mode("drop_ack", health=health)
+
+    def flap(self, period: float) -> Fault:
+        """Alternate down and pass every ``period`` seconds, starting down."""
+        return self.set_mode("flap", period=period)
+
+    def fail_next(
+        self, n: int, mode: str | Fault | int = "down", *, path: str | None = "/log", **params: Any
+    ) -> Fault:
+        """Apply ``mode`` to the next ``n`` requests to ``path`` (None: any path), whatever
+        the current mode; ``"down"`` here resets each of those connections."""
+        fault = Fault.make(mode, **{"health": True, **params})
+        with self._lock:
+            self._next.append([n, fault, path])
+        self.events.add("fail_next", n=n, mode=fault.name, path=path)
+        return fault
+
+    # ------------------------------------------------------------------ counters
+    def counters(self) -> dict[str, Any]:
+        """Requests seen, by mode and by outcome, and the cloud's accepted / duplicates
+        totals from the ``POST /log`` answers that went through (dropped ones included)."""
+        with self._lock:
+            reqs = list(self.requests)
+        logs = [r for r in reqs if r["path"] == "/log"]
+        return {
+            "requests": len(reqs),
+            "log_requests": len(logs),
+            "by_mode": dict(collections.Counter(r["mode"] for r in reqs)),
+            "by_outcome": dict(collections.Counter(r["outcome"] for r in reqs)),
+            "accepted": sum(r.get("accepted", 0) for r in logs),
+            "duplicates": sum(r.get("duplicates", 0) for r in logs),
+        }
+
+    def log_requests(self) -> list[dict]:
+        """The ``POST /log`` requests seen so far, in arrival order."""
+        with self._lock:
+            return [r for r in self.requests if r["method"] == "POST" and r["path"] == "/log"]
+
+    # ------------------------------------------------------------------ loop side
+    def _call(self, coro: Coroutine, timeout: float = 5.0) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    def _choose(self, method: str, path: str) -> Fault:
+        with self._lock:
+            for item in self._next:
+                if item[2] is None or item[2] == path:
+                    item[0] -= 1
+                    if item[0] <= 0:
+                        self._next.remove(item)
+                    return item[1]
+            mode = self._mode
+            if mode.kind == "flap":
+                mode = DOWN if self._flap_down else PASS
+        return mode if mode.applies_to(method, path) else PASS
+
+    def _report(self, entry: dict) -> None:
+        with self._lock:
+            self.requests.append(entry)
+
+    def _mark(self, impaired: bool, mode: str) -> None:
+        if impaired != self._impaired:
+            self._impaired = impaired
+            self.events.add("outage_start" if impaired else "outage_end", mode=mode)
+
+    async def _apply(self, fault: Fault) -> None:
+        if self._flap_task is not None:
+            self._flap_task.cancel()
+            self._flap_task = None
+        with self._lock:
+            self._mode, self._flap_down = fault, False
+        self.events.add("mode", mode=fault.name)
+        if fault.kind == "flap":
+            self._flap_task = asyncio.ensure_future(self._flap(fault))
+            await asyncio.sleep(0)  # its first (down) phase is in force when we return
+            return
+        if fault.kind == "down":
+            self._server.unlisten()
+        else:
+            await self._server.listen()
+        self._mark(fault.kind != "pass", fault.name)
+
+    async def _flap(self, fault: Fault) -> None:
+        down = True
+        while True:
+            with self._lock:
+                self._flap_down = down
+            if down:
+                self._server.unlisten()
+            else:
+                await self._server.listen()
+            self._mark(down, fault.name)
+            await asyncio.sleep(fault.period)
+            down = not down
+
+    # ------------------------------------------------------------------ lifecycle
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop listening, reset every connection, stop the thread. Idempotent, bounded."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._loop.is_running():
+
+            async def stop() -> None:
+                if self._flap_task is not None:
+                    self._flap_task.cancel()
+                await self._server.shutdown()
+
+            try:
+                self._call(stop(), timeout)
+            except Exception:  # bounded: a stuck handler must not hold close() up
+                pass
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout)
+        if not self._thread.is_alive():
+            self._loop.close()
+        if self._impaired:
+            self._mark(False, "closed")
+
+    def __enter__(self) -> FaultProxy:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
