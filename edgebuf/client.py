@@ -146,7 +146,14 @@ class EnhancedAsyncLoggingClient:
         """Open the buffer; a damaged file is set aside and salvaged (``auto_repair``) so a
         corrupt buffer never stops the camera from logging (no crash loop at start-up)."""
         try:
-            return LocalBufferManager(s.db_path, durability=s.durability, clock=self.clock)
+            store = LocalBufferManager(s.db_path, durability=s.durability, clock=self.clock)
+            if s.verify_on_start:
+                try:
+                    store.verify()
+                except BufferCorruptError:
+                    store.close()
+                    raise
+            return store
         except BufferCorruptError:
             if not s.auto_repair:
                 raise

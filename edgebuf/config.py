@@ -65,6 +65,7 @@ class EdgeSettings(BaseSettings):
     gzip: bool = True
     reserve_bytes: int = Field(8 * 1024 * 1024, ge=0)
     auto_repair: bool = True
+    verify_on_start: bool = True
 
     @field_validator("endpoint")
     @classmethod

@@ -9,8 +9,10 @@ back as ``pending``; the cloud de-duplicates anything that had in fact arrived.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
+import shutil
 import sqlite3
 import time
 from pathlib import Path
@@ -61,37 +63,83 @@ def _move_aside(path: Path) -> Path:
     return aside
 
 
+def _read_window(src: sqlite3.Connection, cursor: int) -> tuple[list[tuple], int]:
+    """Rows with ids in (cursor, cursor + WINDOW]; a damaged range is read id by id."""
+    try:
+        return src.execute(
+            f"SELECT {_ROW_COLUMNS} FROM prediction_buffer WHERE id > ? AND id <= ? ORDER BY id",
+            (cursor, cursor + WINDOW),
+        ).fetchall(), 0
+    except sqlite3.Error:
+        pass
+    got, errors = [], 0
+    for rid in range(cursor + 1, cursor + WINDOW + 1):
+        try:
+            row = src.execute(
+                f"SELECT {_ROW_COLUMNS} FROM prediction_buffer WHERE id = ?", (rid,)
+            ).fetchone()
+        except sqlite3.Error:
+            errors += 1
+            continue
+        if row is not None:
+            got.append(row)
+    return got, errors
+
+
+_STATUSES = {"pending", "sending", "sent", "failed"}
+
+
+def _valid(row: tuple) -> bool:
+    """A salvaged row must be whole: damaged pages can yield rows with missing fields."""
+    rid, rec_id, device, seq, data, image, model, ts, buffered, sent, status = row[:11]
+    if not (isinstance(rid, int) and isinstance(rec_id, str) and len(rec_id) == 32):
+        return False
+    if not (isinstance(device, str) and device and isinstance(seq, int) and seq > 0):
+        return False
+    if not (isinstance(ts, float) and isinstance(buffered, float) and status in _STATUSES):
+        return False
+    if not (image is None or isinstance(image, str)) or not (model is None or isinstance(model, str)):
+        return False
+    try:
+        return isinstance(json.loads(data), dict)
+    except (TypeError, ValueError):
+        return False
+
+
 def _read_rows(src: sqlite3.Connection, upper: int) -> tuple[list[tuple], int]:
-    """Read every row that can be read, window by window; return (rows, unreadable)."""
+    """Read every row that can be read; return (rows, ids whose lookup failed).
+
+    ``upper`` is the highest id known to have existed (0 if unknown); past it the scan
+    stops after one window without rows or errors, or after 20 windows without rows."""
     rows: list[tuple] = []
     unreadable = 0
-    cursor = 0
-    empty_windows = 0
-    while cursor < upper or empty_windows == 0:
-        try:
-            got = src.execute(
-                f"SELECT {_ROW_COLUMNS} FROM prediction_buffer WHERE id > ? AND id <= ?"
-                " ORDER BY id",
-                (cursor, cursor + WINDOW),
-            ).fetchall()
-        except sqlite3.Error:
-            got = []
-            for rid in range(cursor + 1, cursor + WINDOW + 1):
-                try:
-                    row = src.execute(
-                        f"SELECT {_ROW_COLUMNS} FROM prediction_buffer WHERE id = ?", (rid,)
-                    ).fetchone()
-                except sqlite3.Error:
-                    unreadable += 1
-                    continue
-                if row is not None:
-                    got.append(row)
-        rows.extend(got)
-        empty_windows = 0 if got else empty_windows + 1
+    cursor = quiet = rowless = 0
+    while True:
+        got, errors = _read_window(src, cursor)
+        whole = [r for r in got if _valid(r)]
+        rows.extend(whole)
+        unreadable += errors + len(got) - len(whole)
         cursor += WINDOW
-        if cursor >= upper and empty_windows:
-            break
-    return rows, unreadable
+        quiet = 0 if (got or errors) else quiet + 1
+        rowless = 0 if got else rowless + 1
+        if cursor >= upper and (quiet >= 1 or rowless >= 20):
+            return rows, unreadable
+
+
+def _pad_to_header_size(path: Path) -> None:
+    """A truncated file is unreadable even where its pages survive: SQLite refuses it
+    when the header promises more pages. Pad the (working copy) with zeros to that size."""
+    with open(path, "r+b") as f:
+        header = f.read(100)
+        if len(header) < 100 or not header.startswith(b"SQLite format 3\x00"):
+            return
+        page_size = int.from_bytes(header[16:18], "big") or 65536
+        if page_size == 1:
+            page_size = 65536
+        declared = int.from_bytes(header[28:32], "big") * page_size
+        f.seek(0, os.SEEK_END)
+        if 0 < f.tell() < declared:
+            f.truncate(declared)
 
 
 def _safe(src: sqlite3.Connection, sql: str) -> list[tuple]:
@@ -108,8 +156,13 @@ def salvage(db_path: str | os.PathLike[str]) -> dict[str, Any]:
     path = Path(db_path)
     aside = _move_aside(path)
     report: dict[str, Any] = {"repaired": True, "damaged_copy": str(aside)}
+    work = Path(f"{aside}.work")  # the aside copy stays exactly as it was found
+    shutil.copyfile(aside, work)
+    if Path(f"{aside}-wal").exists():
+        shutil.copyfile(f"{aside}-wal", f"{work}-wal")
+    _pad_to_header_size(work)
     try:
-        src = sqlite3.connect(aside)
+        src = sqlite3.connect(work)
         src.execute("PRAGMA query_only=1")
         meta = dict(_safe(src, "SELECT key, value FROM buffer_metadata"))
         max_id = _safe(src, "SELECT max(id) FROM prediction_buffer")
@@ -124,6 +177,10 @@ def salvage(db_path: str | os.PathLike[str]) -> dict[str, Any]:
     except sqlite3.Error as exc:  # not a database at all
         meta, rows, unreadable, dropped = {}, [], 0, []
         report["error"] = str(exc)
+    finally:
+        for leftover in (work, Path(f"{work}-wal"), Path(f"{work}-shm")):
+            with contextlib.suppress(FileNotFoundError):
+                leftover.unlink()
     with LocalBufferManager(path, exclusive=False) as fresh, fresh.transaction() as conn:
         conn.executemany(
             f"INSERT INTO prediction_buffer ({_ROW_COLUMNS}) VALUES"
@@ -169,7 +226,7 @@ def salvage(db_path: str | os.PathLike[str]) -> dict[str, Any]:
     report.update(
         salvaged=len(rows),
         by_status=by_status,
-        unreadable_rows=unreadable,
+        unreadable_ids=unreadable,
         expected_rows=expected,
         missing_rows=None if expected is None else max(0, expected - len(rows)),
     )

@@ -506,6 +506,18 @@ class LocalBufferManager:
         with self._storage_errors("update the buffer"), self._tx() as conn:
             yield conn
 
+    def verify(self) -> None:
+        """``PRAGMA quick_check``: raise BufferCorruptError if any page is damaged.
+
+        O(size of the file); the client runs it once at start-up so damage is found and
+        repaired before a write lands on it, not hours later."""
+        with self._lock, self._storage_errors("check the buffer"):
+            rows = self._conn.execute("PRAGMA quick_check").fetchall()
+        if [r[0] for r in rows] != ["ok"]:
+            raise BufferCorruptError(
+                f"{self.path} failed its integrity check ({rows[0][0]}); run `edgebuf repair`"
+            )
+
     def checkpoint(self, mode: str = "PASSIVE") -> tuple[int, int, int]:
         """Run a WAL checkpoint (``PASSIVE``, ``RESTART`` or ``TRUNCATE``)."""
         if mode not in ("PASSIVE", "FULL", "RESTART", "TRUNCATE"):
