@@ -1,0 +1,128 @@
+"""Read endpoints: `/stats`, `/predictions` (keyset pages) and `/devices/{id}/gaps`.
+
+They are plain `def` endpoints, so FastAPI runs their database work in its threadpool and
+the event loop keeps serving `/log` and `/health`. When keys are configured they need
+one; a device key may only read its own device (and must name it).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
+from fastapi.responses import JSONResponse
+
+from cloud.auth import Principal
+from cloud.models import (
+    DEVICE_ID_PATTERN,
+    MAX_SEQ,
+    ErrorResponse,
+    GapsResponse,
+    PredictionsPage,
+    StatsResponse,
+    parse_epoch,
+)
+from cloud.queries import Filters, device_gaps, predictions_page, stats
+from cloud.state import get_state
+
+__all__ = ["router"]
+
+router = APIRouter()
+
+
+async def _principal(request: Request) -> Principal:
+    return get_state(request).auth.authenticate(request)
+
+
+Caller = Annotated[Principal, Depends(_principal)]
+DeviceFilter = Annotated[
+    str | None,
+    Query(max_length=128, pattern=DEVICE_ID_PATTERN, description="Only this device."),
+]
+TimeBound = Annotated[
+    str | None, Query(description="Epoch seconds or ISO-8601; since inclusive, until exclusive.")
+]
+_READ_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorResponse, "description": "Missing or invalid key."},
+    403: {"model": ErrorResponse, "description": "Device key used for another device."},
+    503: {"model": ErrorResponse, "description": "Database unavailable; retry later."},
+}
+
+
+def _epoch(name: str, value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        epoch = float(parse_epoch(value))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise HTTPException(
+            422, f"{name} must be epoch seconds or an ISO-8601 date-time, got {value!r}"
+        ) from None
+    if not math.isfinite(epoch):
+        raise HTTPException(422, f"{name} must be finite")
+    return epoch
+
+
+def _filters(
+    principal: Principal, device_id: str | None, since: str | None, until: str | None
+) -> Filters:
+    principal.require_device(device_id)
+    return Filters(device_id, _epoch("since", since), _epoch("until", until))
+
+
+@router.get("/stats", response_model=StatsResponse, responses=_READ_ERRORS)
+def get_stats(
+    request: Request,
+    principal: Caller,
+    device_id: DeviceFilter = None,
+    since: TimeBound = None,
+    until: TimeBound = None,
+) -> JSONResponse:
+    """Totals, per-device figures, per-model-version counts and detections per class."""
+    filters = _filters(principal, device_id, since, until)
+    return JSONResponse(stats(get_state(request).db, filters))
+
+
+@router.get("/predictions", response_model=PredictionsPage, responses=_READ_ERRORS)
+def get_predictions(
+    request: Request,
+    principal: Caller,
+    device_id: DeviceFilter = None,
+    since: TimeBound = None,
+    until: TimeBound = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+    cursor: Annotated[
+        str | None, Query(max_length=32, description="`next_cursor` of the previous page.")
+    ] = None,
+) -> JSONResponse:
+    """Stored records in storage order, one page at a time (opaque cursor)."""
+    filters = _filters(principal, device_id, since, until)
+    after_id = None
+    if cursor is not None:
+        if not (cursor.isascii() and cursor.isdigit()) or int(cursor) > MAX_SEQ:
+            raise HTTPException(422, f"invalid cursor {cursor!r}")
+        after_id = int(cursor)
+    items, next_id = predictions_page(get_state(request).db, filters, limit, after_id)
+    return JSONResponse(
+        {"items": items, "next_cursor": None if next_id is None else str(next_id)}
+    )
+
+
+@router.get(
+    "/devices/{device_id}/gaps",
+    response_model=GapsResponse,
+    responses={**_READ_ERRORS, 404: {"model": ErrorResponse, "description": "Unknown device."}},
+)
+def get_gaps(
+    request: Request,
+    principal: Caller,
+    device_id: Annotated[str, Path(max_length=128, pattern=DEVICE_ID_PATTERN)],
+    limit: Annotated[int, Query(ge=1, le=100_000, description="Most gap ranges to list.")] = 1000,
+) -> JSONResponse:
+    """Missing seq ranges `[start, end]` (inclusive) between the device's min and max seq."""
+    principal.require_device(device_id)
+    answer = device_gaps(get_state(request).db, device_id, limit)
+    if answer is None:
+        raise HTTPException(404, f"no records stored for device {device_id!r}")
+    return JSONResponse(answer)

@@ -1,0 +1,110 @@
+"""Configuration of the cloud logging service, read from the environment in one place.
+
+`CloudSettings` is the only object that looks at environment variables. Everything else
+(the app factory, the engine, the CLI) receives an instance, so tests can build many apps
+with different settings in one process.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+__all__ = ["DEFAULT_DATABASE_URL", "CloudSettings", "normalize_database_url"]
+
+DEFAULT_DATABASE_URL = "sqlite:///data/cloud_predictions.db"
+
+
+def normalize_database_url(url: str) -> str:
+    """Return `url` with a plain PostgreSQL scheme mapped onto the psycopg 3 driver.
+
+    `postgres://` and `postgresql://` would make SQLAlchemy look for psycopg2, which is not
+    a dependency; operators paste such URLs from their hosting provider all the time.
+    """
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+def _split_csv(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class CloudSettings(BaseSettings):
+    """Settings of one cloud service instance (environment, then keyword arguments).
+
+    Keyword arguments win over the environment. Keys are secrets: they are never logged
+    and `repr()` hides them.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="EDGEBUF_", extra="ignore", populate_by_name=True, frozen=True
+    )
+
+    database_url: str = Field(
+        DEFAULT_DATABASE_URL,
+        validation_alias=AliasChoices("DATABASE_URL", "EDGEBUF_DATABASE_URL", "database_url"),
+        description="SQLAlchemy URL; sqlite:///path or postgresql+psycopg://user@host/db.",
+    )
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, repr=False,
+        description="Bearer tokens that may write and read for any device.",
+    )
+    device_keys: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict, repr=False,
+        description="device_id -> bearer token; such a token may only act as its device.",
+    )
+    max_batch_records: int = Field(5000, ge=1)
+    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    # Pool per process: 10 kept + 10 overflow = at most 20 connections, so at most 20 of
+    # anyio's 40 worker threads use the database at once (the others wait up to
+    # db_pool_timeout, then get a 503), and four replicas stay under PostgreSQL's default
+    # max_connections=100 with room for admin sessions.
+    db_pool_size: int = Field(10, ge=1)
+    db_max_overflow: int = Field(10, ge=0)
+    db_pool_timeout: float = Field(10.0, gt=0)
+    db_pool_recycle: int = Field(1800, ge=-1)
+    db_connect_timeout: int = Field(5, ge=1)
+    # Bounds how long one transaction may wait on a row or table lock on PostgreSQL before
+    # the request turns into a retryable 503 instead of hanging past the edge's timeout.
+    db_lock_timeout_ms: int = Field(10_000, ge=0)
+    sqlite_busy_timeout_ms: int = Field(5_000, ge=0)
+    sqlite_synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = "NORMAL"
+    # Pages of WAL before an automatic checkpoint (SQLite's default is 1000). Each batch
+    # dirties random pages of the (device_id, record_id) index; checkpointing less often
+    # writes each such page back once instead of many times (~20% faster ingest) at the
+    # cost of a WAL file of up to ~40 MB.
+    sqlite_wal_autocheckpoint: int = Field(10_000, ge=0)
+    retry_after_seconds: int = Field(5, ge=0)
+    migrate: bool = Field(True, description="Apply migrations at start-up (else only check).")
+
+    @field_validator("database_url", mode="after")
+    @classmethod
+    def _normalize_url(cls, value: str) -> str:
+        return normalize_database_url(value)
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _parse_api_keys(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @field_validator("device_keys", mode="before")
+    @classmethod
+    def _parse_device_keys(cls, value: object) -> object:
+        # "device:key" pairs split at the LAST colon, because ':' is legal in a device_id.
+        if isinstance(value, str):
+            value = _split_csv(value)
+        if isinstance(value, (list, tuple)):
+            pairs: dict[str, str] = {}
+            for item in value:
+                device, sep, key = str(item).rpartition(":")
+                if not sep or not device or not key:
+                    raise ValueError(f"device key entry must be 'device_id:key', got {item!r}")
+                pairs[device] = key
+            return pairs
+        return value

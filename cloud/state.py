@@ -1,0 +1,51 @@
+"""What one app instance owns, reachable from every request as `request.app.state.cloud`.
+
+Keeping these on the app (not in module globals) is what lets a test process build many
+independent apps, each with its own settings, engine, keys and metrics registry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastapi import Request
+
+from cloud.auth import Authenticator
+from cloud.db import Database
+from cloud.ingest import BatchStore
+from cloud.metrics import CloudMetrics
+from cloud.models import LogBatch, batch_model
+from cloud.settings import CloudSettings
+
+__all__ = ["CloudState", "get_state"]
+
+
+@dataclass(frozen=True)
+class CloudState:
+    """Settings, database, writer, authenticator and metrics of one app."""
+
+    settings: CloudSettings
+    db: Database
+    store: BatchStore
+    auth: Authenticator
+    metrics: CloudMetrics
+    batch_model: type[LogBatch]
+
+    @classmethod
+    def build(cls, settings: CloudSettings) -> CloudState:
+        """Create everything an app needs (the engine connects lazily, on first use)."""
+        db = Database(settings)
+        return cls(
+            settings=settings,
+            db=db,
+            store=BatchStore(db),
+            auth=Authenticator(settings),
+            metrics=CloudMetrics(),
+            batch_model=batch_model(settings.max_batch_records),
+        )
+
+
+def get_state(request: Request) -> CloudState:
+    """Return the state of the app serving `request`."""
+    state: CloudState = request.app.state.cloud
+    return state
