@@ -134,14 +134,17 @@ class CapacityManager:
                 return deleted
 
     # ------------------------------------------------------------------ admission
-    def make_room(self, conn: sqlite3.Connection, records: Sequence[NewRecord]) -> None:
-        """Hook run inside the insert transaction: make room for ``records`` or refuse them."""
+    def make_room(
+        self, conn: sqlite3.Connection, records: Sequence[NewRecord], live_after: int
+    ) -> None:
+        """Hook run inside the insert transaction, before ``records`` are inserted and with
+        ``live_after`` = bytes held once they are: make room for them or refuse them."""
+        over = live_after - self.capacity_bytes
+        if over <= 0:
+            return
         incoming = sum(len(r.prediction_json) for r in records) + len(records) * ROW_OVERHEAD
         if incoming > self.capacity_bytes:
             raise BufferFullError(f"{incoming} bytes of records exceed capacity_bytes itself")
-        over = _live_bytes(conn) + incoming - self.capacity_bytes
-        if over <= 0:
-            return
         # Sent rows first: deleting them loses nothing. Free 1% extra so this is not per record.
         slack = self.capacity_bytes // 100
         over -= self._evict(conn, "status='sent'", "id", over + slack, None)

@@ -93,3 +93,153 @@ def plot_latency(latencies_s: Sequence[float], path: str | Path) -> Path:
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def _shade_outages(ax, events: Sequence[dict], t0: float, *, label: str = "fault") -> None:
+    """Shade every ``outage_start``..``outage_end`` stretch; label it with its ``mode``."""
+    open_at, first, last_mode = None, True, None
+    for e in events:
+        if e["kind"] == "outage_start" and open_at is None:
+            open_at = e
+        elif e["kind"] == "outage_end" and open_at is not None:
+            ax.axvspan(
+                open_at["t"] - t0,
+                e["t"] - t0,
+                color="tab:red",
+                alpha=0.12,
+                label=label if first else None,
+            )
+            if open_at.get("mode") and open_at["mode"] != last_mode:
+                last_mode = open_at["mode"]
+                ax.annotate(
+                    open_at["mode"],
+                    (open_at["t"] - t0, 1.0),
+                    xycoords=("data", "axes fraction"),
+                    xytext=(2, -10),
+                    textcoords="offset points",
+                    fontsize=7,
+                )
+            open_at, first = None, False
+
+
+OUTCOME_ORDER = (
+    "forwarded",
+    "slowed",
+    "dropped_ack",
+    "injected",
+    "hung",
+    "reset",
+    "upstream_error",
+)
+
+
+def plot_requests(
+    requests: Sequence[dict],
+    events: Sequence[dict],
+    path: str | Path,
+    *,
+    t0: float,
+    title: str = "Requests through the fault proxy",
+) -> Path:
+    """Every request a ``FaultProxy`` saw, one lane per outcome, against seconds since ``t0``.
+
+    ``POST /log`` requests are dots, ``/health`` probes small ticks; fault stretches from
+    ``events`` are shaded and labelled with their mode.
+    """
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 3.2), dpi=100)
+    seen = [o for o in OUTCOME_ORDER if any(r["outcome"] == o for r in requests)]
+    seen += sorted({r["outcome"] for r in requests} - set(seen))
+    lane = {o: i for i, o in enumerate(seen)}
+    for is_log, marker, size, name in ((True, "o", 14, "POST /log"), (False, "|", 30, "probe")):
+        rows = [r for r in requests if (r["path"] == "/log") == is_log]
+        if rows:
+            ax.scatter(
+                [r["t"] - t0 for r in rows],
+                [lane[r["outcome"]] + (0.0 if is_log else 0.25) for r in rows],
+                s=size,
+                marker=marker,
+                alpha=0.7,
+                label=name,
+            )
+    _shade_outages(ax, events, t0)
+    ax.set_yticks(range(len(seen)), seen, fontsize=8)
+    ax.set_ylim(-1.1, len(seen) - 0.2)  # the bottom band holds the legend
+    ax.set_xlabel("seconds")
+    ax.set_title(title)
+    ax.legend(loc="lower right", fontsize=7, ncol=3)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_fleet(
+    timeline: pd.DataFrame,
+    path: str | Path,
+    *,
+    capacity_bytes: float | None = None,
+    title: str = "Fleet backlog and buffer disk through the outage",
+) -> Path:
+    """Backlog (million records) and buffer disk (GB) against hours since the outage began.
+
+    ``timeline`` is ``FleetSizing.timeline`` (columns ``hours``, ``backlog``, ``disk_bytes``,
+    ``cloud_up``); ``capacity_bytes`` draws the configured capacity of the whole fleet.
+    """
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 3.2), dpi=100)
+    hours = timeline["hours"]
+    ax.plot(hours, timeline["backlog"] / 1e6, color="tab:blue", label="backlog (M records)")
+    ax.set_ylabel("backlog (million records)")
+    ax.set_xlabel("hours since the cloud went away")
+    down = hours[~timeline["cloud_up"].astype(bool)]
+    if len(down):
+        ax.axvspan(down.min(), down.max(), color="tab:red", alpha=0.12, label="cloud down")
+    disk = ax.twinx()
+    disk.plot(
+        hours,
+        timeline["disk_bytes"] / 1e9,
+        color="tab:green",
+        linestyle="--",
+        label="buffer files (GB)",
+    )
+    if capacity_bytes:
+        disk.axhline(capacity_bytes / 1e9, color="black", linewidth=1, label="capacity_bytes")
+    disk.set_ylabel("GB on disk")
+    lines = ax.get_legend_handles_labels()
+    more = disk.get_legend_handles_labels()
+    ax.legend(lines[0] + more[0], lines[1] + more[1], loc="upper left", fontsize=7)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_frame(
+    frame: pd.DataFrame | pd.Series,
+    path: str | Path,
+    *,
+    title: str,
+    ylabel: str,
+    kind: str = "line",
+    logy: bool = False,
+) -> Path:
+    """A small chart of a DataFrame's columns (or one Series) against its index."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 3), dpi=100)
+    frame.plot(ax=ax, kind=kind, logy=logy, legend=isinstance(frame, pd.DataFrame))
+    ax.set_title(title)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    if isinstance(frame, pd.DataFrame):
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -31,6 +31,7 @@ from edgebuf.sender import Sender, SendOutcome
 log = logging.getLogger("edgebuf.shipper")
 
 MAINTENANCE_EVERY = 30.0
+CHECKPOINT_EVERY = 1.0
 CLEANUP_EVERY = 86_400.0
 IDLE_WAKE = 300.0
 
@@ -75,6 +76,7 @@ class ShippingLoop:
         self.flush_requested = False
         now = clock.monotonic()
         self.next_maintenance = now
+        self.next_checkpoint = now + CHECKPOINT_EVERY
         self.next_cleanup = now + CLEANUP_EVERY
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -88,7 +90,8 @@ class ShippingLoop:
             self.new_count += n
             if first:
                 self.first_new_at = self.clock.monotonic()
-            ready = self.new_count >= self.batch_size
+            # wake only when crossing the threshold: one Event.set per batch, not per record
+            ready = self.new_count >= self.batch_size > self.new_count - n
         if first or ready:
             self._wake.set()
 
@@ -137,6 +140,11 @@ class ShippingLoop:
         )
 
     def _maintain(self, now: float) -> None:
+        if now >= self.next_checkpoint and self.store.needs_checkpoint():
+            # Fold the WAL into the database off the hot path, so log_prediction seldom
+            # pays for SQLite's automatic checkpoint (its p99) and the WAL stays small.
+            self.next_checkpoint = now + CHECKPOINT_EVERY
+            self.store.checkpoint_in_background()
         if now >= self.next_maintenance:
             self.next_maintenance = now + MAINTENANCE_EVERY
             self.capacity.enforce()
@@ -152,6 +160,8 @@ class ShippingLoop:
         now = self.clock.monotonic()
         self._maintain(now)
         timers = [self.next_maintenance - now, self.next_cleanup - now]
+        if self.store.needs_checkpoint():
+            timers.append(self.next_checkpoint - now)
         if self.connectivity.is_down:
             return max(0.0, min(timers))
         if now < self.backoff_until:

@@ -145,6 +145,8 @@ class LocalBufferManager:
         self._lock = threading.RLock()
         self._lock_fd: int | None = None
         self._ckpt_conn: sqlite3.Connection | None = None
+        self._commits = 0  # a hint for the checkpoint timer, not data
+        self._commits_at_checkpoint = 0
         self._closed = False
         self._prepare_path()
         if exclusive:
@@ -242,6 +244,7 @@ class LocalBufferManager:
             else:
                 try:
                     conn.execute("COMMIT")
+                    self._commits += 1
                 except BaseException:
                     with contextlib.suppress(sqlite3.Error):
                         conn.execute("ROLLBACK")
@@ -290,57 +293,53 @@ class LocalBufferManager:
         """Commit ``records`` in one transaction; return their record ids.
 
         Each record gets a uuid4 record id and the next sequence number of ``device_id``.
-        When this returns, the rows are committed (WAL). ``before_commit(conn, records)`` is
-        a hook for the capacity policy, called inside the transaction.
+        When this returns, the rows are committed (WAL). ``before_commit(conn, records,
+        live_bytes)`` is the capacity policy's hook, called inside the transaction before the
+        rows are inserted, with the buffer's byte count as it will be with them.
         """
         if not records:
             return []
         now = self.clock.time()
         ids = [uuid.uuid4().hex for _ in records]
         n = len(records)
+        added = sum(len(r.prediction_json) for r in records) + n * ROW_OVERHEAD
         seq_key = SEQ_PREFIX + device_id
+        rows = [
+            (rid, device_id, 0, rec.prediction_json, rec.image_id, rec.model_version,
+             rec.timestamp, now, rec.priority)
+            for rid, rec in zip(ids, records)
+        ]
         with self._storage_errors("store the prediction"), self._tx() as conn:
-            if before_commit is not None:
-                before_commit(conn, records)
-            row = conn.execute(
-                "UPDATE buffer_metadata SET value = value + ? WHERE key = ? RETURNING value",
-                (n, seq_key),
-            ).fetchone()
-            if row is None:
-                last = conn.execute(
+            # One statement advances the device's sequence and both counters: all three
+            # live on one page of buffer_metadata, so bookkeeping is one page write.
+            values = dict(conn.execute(
+                "UPDATE buffer_metadata SET value = value + CASE key WHEN 'live_bytes' THEN ?"
+                " ELSE ? END WHERE key IN (?, 'total_buffered', 'live_bytes')"
+                " RETURNING key, value",
+                (added, n, seq_key),
+            ).fetchall())
+            last_seq = values.get(seq_key)
+            if last_seq is None:  # first record of this device in this buffer
+                last_seq = conn.execute(
                     "SELECT COALESCE(MAX(seq), 0) FROM prediction_buffer WHERE device_id = ?",
                     (device_id,),
-                ).fetchone()[0]
+                ).fetchone()[0] + n
                 conn.execute(
-                    "INSERT INTO buffer_metadata (key, value) VALUES (?, ?)", (seq_key, last + n)
+                    "INSERT INTO buffer_metadata (key, value) VALUES (?, ?)", (seq_key, last_seq)
                 )
-                row = (last + n,)
-            first_seq = int(row[0]) - n + 1
-            conn.executemany(
+            if before_commit is not None:
+                before_commit(conn, records, int(values["live_bytes"]))
+            first_seq = int(last_seq) - n + 1
+            rows = [(*r[:2], first_seq + i, *r[3:]) for i, r in enumerate(rows)]
+            sql = (
                 "INSERT INTO prediction_buffer (record_id, device_id, seq, prediction_data,"
                 " image_id, model_version, timestamp, buffered_at, priority)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        rid,
-                        device_id,
-                        first_seq + i,
-                        rec.prediction_json,
-                        rec.image_id,
-                        rec.model_version,
-                        rec.timestamp,
-                        now,
-                        rec.priority,
-                    )
-                    for i, (rid, rec) in enumerate(zip(ids, records))
-                ],
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
             )
-            added = sum(len(r.prediction_json) for r in records) + n * ROW_OVERHEAD
-            conn.execute(
-                "UPDATE buffer_metadata SET value = value + CASE key WHEN 'total_buffered'"
-                " THEN ? ELSE ? END WHERE key IN ('total_buffered', 'live_bytes')",
-                (n, added),
-            )
+            if n == 1:
+                conn.execute(sql, rows[0])
+            else:
+                conn.executemany(sql, rows)
         return ids
 
     def add_prediction(self, device_id: str, record: NewRecord, *, before_commit=None) -> str:
@@ -525,6 +524,10 @@ class LocalBufferManager:
         with self._lock, self._storage_errors("checkpoint the WAL"):
             return self._conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
 
+    def needs_checkpoint(self) -> bool:
+        """Whether anything was committed since the last background checkpoint."""
+        return self._commits != self._commits_at_checkpoint
+
     def checkpoint_in_background(self) -> None:
         """A PASSIVE checkpoint on a side connection, without the writer lock.
 
@@ -536,10 +539,14 @@ class LocalBufferManager:
             return
         if self._ckpt_conn is None:
             self._ckpt_conn = sqlite3.connect(self.path, check_same_thread=False, timeout=0.1)
+        commits = self._commits
         try:
-            self._ckpt_conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            busy, frames, done = self._ckpt_conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         except sqlite3.Error as exc:
             log.debug("background checkpoint skipped: %s", exc)
+            return
+        if not busy and frames == done:
+            self._commits_at_checkpoint = commits
 
     def incremental_vacuum(self, pages: int = 0) -> None:
         """Hand free pages back to the filesystem (all of them when ``pages`` is 0)."""

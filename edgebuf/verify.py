@@ -71,3 +71,11 @@ def audit(endpoint: str, device_id: str, logged_ids: list[str] | set[str]) -> De
         unexpected=len(set(counts) - logged),
         gaps=fetch_gaps(endpoint, device_id).get("gaps", []),
     )
+
+
+def fetch_stats(endpoint: str, device_id: str | None = None, timeout: float = 30.0) -> dict:
+    """``GET /stats`` (totals, per-device figures, model versions, detections per class)."""
+    params = {"device_id": device_id} if device_id else None
+    resp = httpx.get(f"{endpoint}/stats", params=params, timeout=timeout)
+    resp.raise_for_status()
+    return resp.json()

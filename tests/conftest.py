@@ -9,8 +9,6 @@ import pytest
 from edgebuf import EnhancedAsyncLoggingClient, FakeClock
 from edgebuf.testing import ScriptedCloud
 
-DET = {"detections": [{"class_name": "part", "confidence": 0.9, "box": [1.0, 2.0, 3.0, 4.0]}]}
-
 
 @pytest.fixture
 def clock() -> FakeClock:
@@ -44,21 +42,3 @@ def make_client(tmp_path, clock, cloud):
     yield make
     for c in made:
         c.close(timeout=1)
-
-
-def drive(client, clock, *, until=None, steps: int = 2000) -> int:
-    """Run the shipping loop on the fake clock, advancing it over every wait the loop asks
-    for, until ``until()`` holds (default: nothing pending or in flight). Returns passes."""
-    if until is None:
-
-        def until() -> bool:
-            counts = client.store.counts()
-            return counts["pending"] == 0 and counts["sending"] == 0
-
-    for n in range(steps):
-        if until():
-            return n
-        delay = client.shipper.run_once()
-        if delay:
-            clock.advance(delay)
-    raise AssertionError(f"still not done after {steps} passes: {client.store.counts()}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import DET, drive
+from support import DET, drive
 
 from edgebuf import BufferFullError
 from edgebuf.capacity import HIGH_WATER, LOW_WATER

@@ -10,7 +10,7 @@ import os
 import subprocess
 
 import pytest
-from conftest import DET, drive
+from support import DET, drive
 
 from edgebuf import DiskFullError
 from edgebuf.repair import check_integrity

@@ -6,7 +6,7 @@ import sqlite3
 
 import pandas as pd
 import pytest
-from conftest import DET, drive
+from support import DET, drive
 
 from edgebuf import BufferMonitor, LocalBufferManager
 from edgebuf.monitor import repair_db

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from conftest import DET, drive
+from support import DET, drive
 
 from edgebuf.policy import backoff_delay
 from edgebuf.testing import Reply

@@ -126,7 +126,7 @@ def test_not_a_database_is_reported_as_corrupt(tmp_path):
 
 
 def test_failed_transaction_stores_nothing(store):
-    def boom(conn, records):
+    def boom(conn, records, live_after):
         raise RuntimeError("hook failed")
 
     with pytest.raises(RuntimeError):
