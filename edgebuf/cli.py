@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -115,6 +116,27 @@ def requeue_failed(db: Path | None) -> None:
     with _guard(), _monitor(db) as mon:
         n = mon.store.requeue_failed()
     click.echo(f"requeued {n} records")
+
+
+@main.command()
+@click.option("--kills", type=click.IntRange(5, 100_000), default=200, show_default=True,
+              help="SIGKILLs in the crash matrix, spread over five phases.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the Markdown table here.")
+def reliability(kills: int, seed: int, out: Path | None) -> None:
+    """Run the crash / fault / shutdown / corruption matrix; exit 1 on any loss or duplicate."""
+    from edgebuf.reliability import format_table, run_all
+
+    started = time.monotonic()
+    rows = run_all(kills, seed, progress=lambda m: click.echo(m, err=True))
+    table = format_table(rows)
+    command = f"edgebuf reliability --kills {kills} --seed {seed}"
+    click.echo(f"{table}\n\n`{command}` ({time.monotonic() - started:.0f} s)")
+    if out is not None:
+        out.write_text(table + f"\n\nProduced by `{command}`.\n")
+    if not all(r.ok for r in rows):
+        sys.exit(1)
 
 
 class _guard:
