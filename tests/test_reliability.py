@@ -4,8 +4,8 @@
 from __future__ import annotations
 
 import pytest
-from cloud.testing import CloudServer
 
+from cloud.testing import CloudServer
 from edgebuf import reliability
 
 
