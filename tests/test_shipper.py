@@ -215,3 +215,24 @@ def test_daily_cleanup_deletes_sent_rows_after_seven_days_only(make_client, clou
     assert counts["sent"] == 32
     meta = client.store.metadata()
     assert meta["total_cleaned"] == 32 and meta["last_cleanup"] == clock.time()
+
+
+def test_backoff_and_cleanup_survive_wall_clock_jumps(make_client, cloud, clock):
+    client = make_client()
+    cloud.script(503)
+    log_n(client, 32)
+    client.shipper.run_once()  # fails, backs off on the monotonic clock
+    resume = client.shipper.backoff_until
+    clock.jump_wall(-86_400)  # the wall clock steps back a day mid-backoff
+    drive(client, clock)
+    assert clock.monotonic() >= resume and len(cloud.stored) == 32
+    sent_at = client.store._conn.execute("SELECT max(sent_at) FROM prediction_buffer").fetchone()[0]
+    assert sent_at == clock.time()  # timestamps are honest: the wall clock as it was
+    clock.jump_wall(+10 * 86_400)  # and forward ten days
+    log_n(client, 5)
+    clock.advance(86_400)  # the daily cleanup runs on the monotonic schedule
+    drive(client, clock)
+    meta = client.store.metadata()
+    assert meta["last_cleanup"] >= clock.time() - 86_400
+    assert meta["total_cleaned"] == 32  # sent rows older than 7 days by the wall clock
+    assert client.store.counts()["pending"] == 0 and len(cloud.stored) == 37
