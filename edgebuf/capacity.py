@@ -87,7 +87,9 @@ class CapacityManager:
             self.store.checkpoint("RESTART")
         return n
 
-    def cleanup(self, older_than_days: float | None = None, *, tight: bool = False) -> dict[str, int]:
+    def cleanup(
+        self, older_than_days: float | None = None, *, tight: bool = False
+    ) -> dict[str, int]:
         """Delete sent rows older than ``older_than_days`` (default ``cleanup_after_days``),
         then hand freed pages back to the filesystem. Pending and failed rows are never
         touched. Returns counts of what it did."""

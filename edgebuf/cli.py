@@ -119,11 +119,20 @@ def requeue_failed(db: Path | None) -> None:
 
 
 @main.command()
-@click.option("--kills", type=click.IntRange(5, 100_000), default=200, show_default=True,
-              help="SIGKILLs in the crash matrix, spread over five phases.")
+@click.option(
+    "--kills",
+    type=click.IntRange(5, 100_000),
+    default=200,
+    show_default=True,
+    help="SIGKILLs in the crash matrix, spread over five phases.",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Also write the Markdown table here.")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write the Markdown table here.",
+)
 def reliability(kills: int, seed: int, out: Path | None) -> None:
     """Run the crash / fault / shutdown / corruption matrix; exit 1 on any loss or duplicate."""
     from edgebuf.reliability import format_table, run_all

@@ -11,6 +11,7 @@ and ``/devices/{id}/gaps`` what arrived. Exit status 1 if anything was lost or d
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -289,6 +290,7 @@ def run_drill(cfg: DrillConfig, *, progress: bool = True) -> DrillResult:
             cam.kill()
         if server is not None:
             server.close()
+        shutil.rmtree(work, ignore_errors=True)
     result.elapsed_s = round(time.monotonic() - started, 1)
     summary = out / "summary.json"
     summary.write_text(json.dumps(asdict(result) | {"ok": result.ok}, indent=2))

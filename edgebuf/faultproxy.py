@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 if TYPE_CHECKING:
     from edgebuf.faults import Fault
 
-MAX_HEAD = 64 * 1024
+MAX_HEAD = 64 * 1024  # request line and headers; more is answered 431
 _HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "te", "upgrade", "host"}
 _REASONS = {
     429: "Too Many Requests",
@@ -116,7 +116,8 @@ def reset(writer: asyncio.StreamWriter) -> None:
 
 
 class ProxyServer:
-    """Accepts on ``host:port`` and serves each request as ``choose(method, path)`` says.
+    """Accepts on ``host:port`` and serves each request as ``choose(method, path)`` says
+    (it returns the fault to apply and the mode label to record).
 
     Runs inside one event loop (the owner's thread); ``report(entry)`` gets one dict per
     request: ``t`` (arrival), ``t_done``, method, path, ``mode``, ``outcome`` (forwarded,
@@ -127,7 +128,7 @@ class ProxyServer:
     def __init__(
         self,
         upstream: str,
-        choose: Callable[[str, str], Fault],
+        choose: Callable[[str, str], tuple[Fault, str]],
         report: Callable[[dict], None],
         *,
         host: str = "127.0.0.1",
@@ -152,7 +153,7 @@ class ProxyServer:
         """Open the listening socket (again, on the same port after the first time)."""
         if self._server is None:
             self._server = await asyncio.start_server(
-                self._handle, self.host, self.port, reuse_address=True, backlog=128
+                self._handle, self.host, self.port, reuse_address=True, backlog=128, limit=MAX_HEAD
             )
             self.port = self._server.sockets[0].getsockname()[1]
 
@@ -213,12 +214,12 @@ class ProxyServer:
     async def _serve(
         self, req: Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        fault = self.choose(req.method, req.path)
+        fault, label = self.choose(req.method, req.path)
         entry: dict[str, Any] = {
             "t": time.time(),
             "method": req.method,
             "path": req.path,
-            "mode": fault.name,
+            "mode": label,
             "status": None,
         }
         kind = fault.kind
@@ -232,13 +233,10 @@ class ProxyServer:
             return
         if kind == "status":
             assert fault.code is not None
-            writer.write(
-                response(
-                    fault.code, f"injected by FaultProxy: HTTP {fault.code}", fault.retry_after
-                )
-            )
-            await writer.drain()
             self._done(entry, "injected", status=fault.code)
+            detail = f"injected by FaultProxy: HTTP {fault.code}"
+            writer.write(response(fault.code, detail, fault.retry_after))
+            await writer.drain()
             return
         try:
             raw = await self._forward(req)

@@ -211,6 +211,7 @@ class FaultProxy:
 
     @property
     def mode(self) -> Fault:
+        """The mode in force (``fail_next`` entries apply on top of it)."""
         return self._mode
 
     # ------------------------------------------------------------------ modes
@@ -276,26 +277,30 @@ class FaultProxy:
         }
 
     def log_requests(self) -> list[dict]:
-        """The ``POST /log`` requests seen so far, in arrival order."""
+        """The ``POST /log`` requests seen so far, in arrival order (``requests`` is in
+        the order they were answered, which a slow answer reorders)."""
         with self._lock:
-            return [r for r in self.requests if r["method"] == "POST" and r["path"] == "/log"]
+            posts = [r for r in self.requests if r["method"] == "POST" and r["path"] == "/log"]
+        return sorted(posts, key=lambda r: r["t"])
 
     # ------------------------------------------------------------------ loop side
     def _call(self, coro: Coroutine, timeout: float = 5.0) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
 
-    def _choose(self, method: str, path: str) -> Fault:
+    def _choose(self, method: str, path: str) -> tuple[Fault, str]:
+        """The fault for one request, and the mode it is counted under (a request that
+        a mode spares, such as ``/health`` in a 503 storm, counts as ``pass``)."""
         with self._lock:
             for item in self._next:
                 if item[2] is None or item[2] == path:
                     item[0] -= 1
                     if item[0] <= 0:
                         self._next.remove(item)
-                    return item[1]
+                    return item[1], item[1].name
             mode = self._mode
-            if mode.kind == "flap":
-                mode = DOWN if self._flap_down else PASS
-        return mode if mode.applies_to(method, path) else PASS
+        if mode.kind == "flap":  # a flap counts its requests under its own name
+            return (DOWN if self._flap_down else PASS), mode.name
+        return (mode, mode.name) if mode.applies_to(method, path) else (PASS, PASS.name)
 
     def _report(self, entry: dict) -> None:
         with self._lock:

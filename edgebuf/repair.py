@@ -98,7 +98,9 @@ def _valid(row: tuple) -> bool:
         return False
     if not (isinstance(ts, float) and isinstance(buffered, float) and status in _STATUSES):
         return False
-    if not (image is None or isinstance(image, str)) or not (model is None or isinstance(model, str)):
+    if not (image is None or isinstance(image, str)) or not (
+        model is None or isinstance(model, str)
+    ):
         return False
     try:
         return isinstance(json.loads(data), dict)

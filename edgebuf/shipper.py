@@ -24,7 +24,7 @@ import threading
 from edgebuf.capacity import CapacityManager
 from edgebuf.clock import Clock
 from edgebuf.connectivity import ConnectivityMonitor
-from edgebuf.policy import backoff_delay
+from edgebuf.policy import RETRY_AFTER_CAP, backoff_delay
 from edgebuf.recovery import BufferRecoveryManager
 from edgebuf.sender import Sender, SendOutcome
 
@@ -124,7 +124,9 @@ class ShippingLoop:
                 "giving up after %d retries (%s); waiting for connectivity", self.max_retries, error
             )
             self.failures = 0
-            self.backoff_until = 0.0
+            # A server's Retry-After still holds after the monitor sees /health answer again.
+            wait = min(retry.retry_after, RETRY_AFTER_CAP) if retry and retry.retry_after else 0.0
+            self.backoff_until = now + wait
             self.connectivity.mark_down(f"{self.max_retries} retries failed: {error}")
             return
         delay = backoff_delay(

@@ -305,25 +305,39 @@ class LocalBufferManager:
         added = sum(len(r.prediction_json) for r in records) + n * ROW_OVERHEAD
         seq_key = SEQ_PREFIX + device_id
         rows = [
-            (rid, device_id, 0, rec.prediction_json, rec.image_id, rec.model_version,
-             rec.timestamp, now, rec.priority)
+            (
+                rid,
+                device_id,
+                0,
+                rec.prediction_json,
+                rec.image_id,
+                rec.model_version,
+                rec.timestamp,
+                now,
+                rec.priority,
+            )
             for rid, rec in zip(ids, records)
         ]
         with self._storage_errors("store the prediction"), self._tx() as conn:
             # One statement advances the device's sequence and both counters: all three
             # live on one page of buffer_metadata, so bookkeeping is one page write.
-            values = dict(conn.execute(
-                "UPDATE buffer_metadata SET value = value + CASE key WHEN 'live_bytes' THEN ?"
-                " ELSE ? END WHERE key IN (?, 'total_buffered', 'live_bytes')"
-                " RETURNING key, value",
-                (added, n, seq_key),
-            ).fetchall())
+            values = dict(
+                conn.execute(
+                    "UPDATE buffer_metadata SET value = value + CASE key WHEN 'live_bytes' THEN ?"
+                    " ELSE ? END WHERE key IN (?, 'total_buffered', 'live_bytes')"
+                    " RETURNING key, value",
+                    (added, n, seq_key),
+                ).fetchall()
+            )
             last_seq = values.get(seq_key)
             if last_seq is None:  # first record of this device in this buffer
-                last_seq = conn.execute(
-                    "SELECT COALESCE(MAX(seq), 0) FROM prediction_buffer WHERE device_id = ?",
-                    (device_id,),
-                ).fetchone()[0] + n
+                last_seq = (
+                    conn.execute(
+                        "SELECT COALESCE(MAX(seq), 0) FROM prediction_buffer WHERE device_id = ?",
+                        (device_id,),
+                    ).fetchone()[0]
+                    + n
+                )
                 conn.execute(
                     "INSERT INTO buffer_metadata (key, value) VALUES (?, ?)", (seq_key, last_seq)
                 )
@@ -541,7 +555,9 @@ class LocalBufferManager:
             self._ckpt_conn = sqlite3.connect(self.path, check_same_thread=False, timeout=0.1)
         commits = self._commits
         try:
-            busy, frames, done = self._ckpt_conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            busy, frames, done = self._ckpt_conn.execute(
+                "PRAGMA wal_checkpoint(PASSIVE)"
+            ).fetchone()
         except sqlite3.Error as exc:
             log.debug("background checkpoint skipped: %s", exc)
             return

@@ -25,8 +25,9 @@ def write_buffer(path, n=N) -> dict[str, dict]:
     written = {}
     with LocalBufferManager(path) as s:
         preds = [{"frame": i, "detections": [{"c": i % 7}], "pad": "p" * 200} for i in range(n)]
-        ids = s.add_predictions("cam", [prepare_record(p, now=1.0 + i, max_bytes=10_000)
-                                        for i, p in enumerate(preds)])
+        ids = s.add_predictions(
+            "cam", [prepare_record(p, now=1.0 + i, max_bytes=10_000) for i, p in enumerate(preds)]
+        )
         written = dict(zip(ids, preds))
         s.mark_sent(s.claim(500).ids)
         s.checkpoint("TRUNCATE")
@@ -107,7 +108,7 @@ def test_client_restart_after_page_damage_salvages_and_keeps_logging(tmp_path):
     path = tmp_path / "b.db"
     written = write_buffer(path)
     data = bytearray(path.read_bytes())
-    data[30 * 4096:34 * 4096] = b"\xa5" * 4 * 4096
+    data[30 * 4096 : 34 * 4096] = b"\xa5" * 4 * 4096
     path.write_bytes(bytes(data))
     client = EnhancedAsyncLoggingClient("http://127.0.0.1:9", path, "cam")
     try:
@@ -164,7 +165,7 @@ def test_damaged_wal_keeps_the_intact_prefix_and_client_starts(tmp_path):
     wal = f"{path}-wal"
     data = bytearray(open(wal, "rb").read())
     mid = len(data) // 2
-    data[mid:mid + 64] = os.urandom(64)
+    data[mid : mid + 64] = os.urandom(64)
     open(wal, "wb").write(bytes(data))
     client = EnhancedAsyncLoggingClient("http://127.0.0.1:9", path, "cam")
     try:
@@ -194,7 +195,7 @@ def test_sigkill_during_repair_then_repair_again(tmp_path):
     path = tmp_path / "b.db"
     write_buffer(path, 500)
     data = bytearray(path.read_bytes())
-    data[10 * 4096:12 * 4096] = b"\x00" * 8192
+    data[10 * 4096 : 12 * 4096] = b"\x00" * 8192
     path.write_bytes(bytes(data))
     code = f"from edgebuf.monitor import repair_db; repair_db({str(path)!r})"
     proc = subprocess.Popen([sys.executable, "-c", code])

@@ -9,8 +9,8 @@ import sys
 import time
 
 import pytest
-from cloud.testing import CloudServer
 
+from cloud.testing import CloudServer
 from edgebuf import LocalBufferManager
 from edgebuf.verify import fetch_predictions
 
@@ -25,9 +25,24 @@ def server(tmp_path):
 
 def start_producer(server, db, count=100_000):
     proc = subprocess.Popen(
-        [sys.executable, "-m", "edgebuf.producer", "--db", str(db), "--endpoint", server.url,
-         "--device", "cam-t", "--count", str(count), "--fps", "300"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "edgebuf.producer",
+            "--db",
+            str(db),
+            "--endpoint",
+            server.url,
+            "--device",
+            "cam-t",
+            "--count",
+            str(count),
+            "--fps",
+            "300",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     return proc
 
@@ -69,9 +84,24 @@ def test_sigterm_with_backlog_is_bounded_and_loses_nothing(server, tmp_path, fau
     final.send_signal(signal.SIGTERM)
     final.communicate(timeout=30)
     resumed = subprocess.run(
-        [sys.executable, "-m", "edgebuf.producer", "--db", str(db), "--endpoint", server.url,
-         "--device", "cam-t", "--count", "0", "--flush", "30"],
-        capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "edgebuf.producer",
+            "--db",
+            str(db),
+            "--endpoint",
+            server.url,
+            "--device",
+            "cam-t",
+            "--count",
+            "0",
+            "--flush",
+            "30",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert resumed.returncode == 0, resumed.stderr
     items = fetch_predictions(server.url, "cam-t")

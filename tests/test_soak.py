@@ -10,8 +10,8 @@ import time
 
 import httpx
 import pytest
-from cloud.testing import CloudServer
 
+from cloud.testing import CloudServer
 from edgebuf import EnhancedAsyncLoggingClient
 from edgebuf.verify import fetch_gaps
 
@@ -38,9 +38,24 @@ def test_one_million_record_backlog_drains_exactly_once(tmp_path, capsys):
     with CloudServer(f"sqlite:///{tmp_path}/cloud.db") as cloud:
         started = time.monotonic()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "edgebuf.producer", "--db", str(db), "--endpoint", cloud.url,
-             "--device", "soak-cam", "--count", "0", "--flush", "1200"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                "-m",
+                "edgebuf.producer",
+                "--db",
+                str(db),
+                "--endpoint",
+                cloud.url,
+                "--device",
+                "soak-cam",
+                "--count",
+                "0",
+                "--flush",
+                "1200",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         samples = []
         while proc.poll() is None:
@@ -57,5 +72,7 @@ def test_one_million_record_backlog_drains_exactly_once(tmp_path, capsys):
     assert peak < 150, samples
     assert peak - warm < 40, samples  # flat: the backlog is never loaded into memory
     with capsys.disabled():
-        print(f"\nsoak: {N} records drained in {drain_s:.0f} s ({N / drain_s:,.0f} rec/s), "
-              f"edge RSS warm {warm:.0f} MB, peak {peak:.0f} MB")
+        print(
+            f"\nsoak: {N} records drained in {drain_s:.0f} s ({N / drain_s:,.0f} rec/s), "
+            f"edge RSS warm {warm:.0f} MB, peak {peak:.0f} MB"
+        )

@@ -144,12 +144,16 @@ class StoreMachine(RuleBasedStateMachine):
 
     @invariant()
     def every_record_exactly_once(self):
-        rows = self.store._conn.execute("SELECT record_id, status FROM prediction_buffer").fetchall()
+        rows = self.store._conn.execute(
+            "SELECT record_id, status FROM prediction_buffer"
+        ).fetchall()
         assert len(rows) == len({r for r, _ in rows})
         assert dict(rows) == self.state
         meta = self.store.metadata()
-        assert meta["total_buffered"] == self.seq == len(self.state) + len(self.cleaned) + len(
-            self.evicted
+        assert (
+            meta["total_buffered"]
+            == self.seq
+            == len(self.state) + len(self.cleaned) + len(self.evicted)
         )
         assert meta.get("seq:cam", 0) == self.seq
         live = self.store._conn.execute(
@@ -160,13 +164,17 @@ class StoreMachine(RuleBasedStateMachine):
 
 TestStoreMachine = StoreMachine.TestCase
 TestStoreMachine.settings = settings(
-    max_examples=40, stateful_step_count=30, deadline=None,
+    max_examples=40,
+    stateful_step_count=30,
+    deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(), children, max_size=4)
+    ),
     max_leaves=30,
 )
 
@@ -178,9 +186,7 @@ def test_any_payload_is_stored_exactly_or_refused_clearly(payload):
         rec = prepare_record(payload, now=1.0, max_bytes=100_000)
     except (InvalidRecordError, RecordTypeError):
         text = repr(payload)
-        has_bad_float = any(
-            isinstance(v, float) and not math.isfinite(v) for v in _leaves(payload)
-        )
+        has_bad_float = any(isinstance(v, float) and not math.isfinite(v) for v in _leaves(payload))
         has_surrogate = any(0xD800 <= ord(ch) <= 0xDFFF for ch in text)
         assert has_bad_float or has_surrogate, payload
         return
