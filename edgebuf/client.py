@@ -113,7 +113,8 @@ class EnhancedAsyncLoggingClient:
         )
         self.sender = Sender(self.store, self.transport, self.clock)
         self.recovery = BufferRecoveryManager(
-            self.store, self.sender, self.clock, batch_size=s.backfill_batch_size
+            self.store, self.sender, self.clock, batch_size=s.backfill_batch_size,
+            concurrency=s.drain_concurrency,
         )
         self.connectivity = ConnectivityMonitor(
             self.transport, self.clock, interval=s.monitor_interval, rng=rng
@@ -175,6 +176,9 @@ class EnhancedAsyncLoggingClient:
             self._started = True
         if self.store.count_pending(at_most=1):
             self.recovery.start_recovery()  # "load on startup"
+        # The shipping thread now checkpoints every second off the hot path; SQLite's own
+        # checkpoint stays as a backstop at a larger WAL size (it runs inside a COMMIT).
+        self.store.set_autocheckpoint(10_000)
         self.shipper.start()
         self.connectivity.start()
         return self
@@ -196,6 +200,7 @@ class EnhancedAsyncLoggingClient:
                 self._wait_delivered(max(0.0, timeout / 2), deadline)
             self.connectivity.stop(timeout=1.0)
             self.shipper.stop(timeout=max(0.1, deadline - self.clock.monotonic()))
+        self.recovery.close()
         self.transport.close()
         self.store.close()
 

@@ -51,6 +51,7 @@ class EdgeSettings(BaseSettings):
     batch_size: int = Field(32, ge=1, le=10_000)
     batch_timeout: float = Field(10.0, gt=0)
     backfill_batch_size: int = Field(512, ge=1, le=10_000)
+    drain_concurrency: int = Field(2, ge=1, le=8)
     monitor_interval: float = Field(30.0, gt=0)
     health_timeout: float = Field(5.0, gt=0)
     request_timeout: float = Field(30.0, gt=0)

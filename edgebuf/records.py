@@ -69,7 +69,7 @@ def _depth(obj: Any) -> int:
 
 def encode_prediction(prediction: Any, max_bytes: int) -> str:
     """Serialise a prediction dict to compact JSON text, or raise a clear error."""
-    if not isinstance(prediction, Mapping):
+    if type(prediction) is not dict and not isinstance(prediction, Mapping):
         raise RecordTypeError(
             f"prediction must be a dict (a JSON object), got {type(prediction).__name__}"
         )
@@ -82,7 +82,8 @@ def encode_prediction(prediction: Any, max_bytes: int) -> str:
     except RecursionError:
         raise InvalidRecordError(f"prediction is nested deeper than {MAX_DEPTH} levels") from None
     try:
-        size = len(text.encode("utf-8"))
+        # ASCII text is its own UTF-8: skip the encode on the common path.
+        size = len(text) if text.isascii() else len(text.encode("utf-8"))
     except UnicodeEncodeError as exc:
         raise InvalidRecordError(
             f"prediction contains a string that is not valid UTF-8: {exc}"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from edgebuf.clock import Clock
@@ -36,12 +37,20 @@ class BufferRecoveryManager:
     """Owns the "drain the backlog" mode of the edge client."""
 
     def __init__(
-        self, store: LocalBufferManager, sender: Sender, clock: Clock, *, batch_size: int = 512
+        self,
+        store: LocalBufferManager,
+        sender: Sender,
+        clock: Clock,
+        *,
+        batch_size: int = 512,
+        concurrency: int = 2,
     ) -> None:
         self.store = store
         self.sender = sender
         self.clock = clock
         self.batch_size = batch_size
+        self.concurrency = max(1, concurrency)
+        self._pool: ThreadPoolExecutor | None = None
         self._active = threading.Event()
         self.recoveries_started = 0
         self.on_start = None  # set by the client: wakes the shipping loop
@@ -63,15 +72,41 @@ class BufferRecoveryManager:
         self._active.clear()
 
     def drain_step(self) -> SendOutcome | None:
-        """Send one backlog batch (oldest first). Returns None when nothing is pending,
-        which ends the recovery."""
-        batch = self.store.claim(self.batch_size)
-        if batch is None:
+        """Send up to ``concurrency`` backlog batches (oldest first) at once. Returns None
+        when nothing is pending, which ends the recovery.
+
+        Two requests in flight let the edge claim, encode and compress one batch while the
+        cloud stores the other; more would only queue at the cloud's database."""
+        batches = []
+        for _ in range(self.concurrency):
+            batch = self.store.claim(self.batch_size)
+            if batch is None:
+                break
+            batches.append(batch)
+        if not batches:
             if self._active.is_set():
                 self._active.clear()
                 log.info("recovery complete: no pending records left")
             return None
-        return self.sender.send_batch(batch)
+        if len(batches) == 1:
+            return self.sender.send_batch(batches[0])
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.concurrency - 1, "edgebuf-drain")
+        futures = [self._pool.submit(self.sender.send_batch, b) for b in batches[1:]]
+        outcomes = [self.sender.send_batch(batches[0])] + [f.result() for f in futures]
+        total = SendOutcome()
+        for o in outcomes:
+            total.sent += o.sent
+            total.failed += o.failed
+            total.released += o.released
+            total.requests += o.requests
+            total.retry = total.retry or o.retry
+        return total
+
+    def close(self) -> None:
+        """Release the helper thread (the client calls this on close)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
 
     def run(self, *, max_seconds: float | None = None) -> RecoveryReport:
         """Drain synchronously in the calling thread until nothing is pending, a send fails,

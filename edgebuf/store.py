@@ -15,11 +15,11 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import json.encoder
 import logging
 import os
 import sqlite3
 import threading
-import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +42,7 @@ from edgebuf.schema import (
 )
 
 log = logging.getLogger("edgebuf.store")
+_encode_str = json.encoder.encode_basestring  # JSON string literal, non-ASCII kept as is
 
 _CORRUPT_CODES = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}
 
@@ -62,6 +63,12 @@ def translate(exc: sqlite3.Error, doing: str) -> StorageError:
     return StorageError(f"cannot {doing}: {exc}")
 
 
+def new_record_ids(n: int) -> list[str]:
+    """``n`` random 128-bit ids as 32 hex characters (one urandom call for the lot)."""
+    raw = os.urandom(16 * n).hex()
+    return [raw[i : i + 32] for i in range(0, 32 * n, 32)]
+
+
 def acquire_process_lock(db_path: str | os.PathLike[str]) -> int:
     """Take the advisory lock ``<db>.lock`` (released when the fd closes or the process dies)."""
     fd = os.open(f"{db_path}.lock", os.O_CREAT | os.O_RDWR, 0o600)
@@ -73,6 +80,10 @@ def acquire_process_lock(db_path: str | os.PathLike[str]) -> int:
             f"the buffer {db_path} is in use by another edgebuf process; one client per buffer"
         ) from None
     return fd
+
+
+def _json_str(value: str | None) -> str:
+    return "null" if value is None else _encode_str(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,18 +102,12 @@ class BufferedRecord:
 
     def wire_json(self) -> str:
         """This record as a JSON object of the wire format (prediction embedded verbatim)."""
-        head = json.dumps(
-            {
-                "record_id": self.record_id,
-                "seq": self.seq,
-                "image_id": self.image_id,
-                "timestamp": self.timestamp,
-                "model_version": self.model_version,
-            },
-            separators=(",", ":"),
-            ensure_ascii=False,
+        return (
+            f'{{"record_id":"{self.record_id}","seq":{self.seq},'
+            f'"image_id":{_json_str(self.image_id)},"timestamp":{self.timestamp!r},'
+            f'"model_version":{_json_str(self.model_version)},'
+            f'"prediction":{self.prediction_json}}}'
         )
-        return f'{head[:-1]},"prediction":{self.prediction_json}}}'
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,7 +305,7 @@ class LocalBufferManager:
         if not records:
             return []
         now = self.clock.time()
-        ids = [uuid.uuid4().hex for _ in records]
+        ids = new_record_ids(len(records))
         n = len(records)
         added = sum(len(r.prediction_json) for r in records) + n * ROW_OVERHEAD
         seq_key = SEQ_PREFIX + device_id
@@ -367,7 +372,7 @@ class LocalBufferManager:
         Oldest-first is the backlog (recovery) lane; newest-first is the live lane, so
         fresh predictions are not stuck behind hours of backlog.
         """
-        claim_id = uuid.uuid4().hex
+        claim_id = new_record_ids(1)[0]
         order = "DESC" if newest_first else "ASC"
         with self._storage_errors("claim a batch"), self._tx() as conn:
             rows = conn.execute(
@@ -537,6 +542,11 @@ class LocalBufferManager:
             raise ValueError(mode)
         with self._lock, self._storage_errors("checkpoint the WAL"):
             return self._conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
+
+    def set_autocheckpoint(self, pages: int) -> None:
+        """WAL size (pages) at which a COMMIT runs SQLite's own checkpoint."""
+        with self._lock, self._storage_errors("configure the WAL"):
+            self._conn.execute(f"PRAGMA wal_autocheckpoint={int(pages)}")
 
     def needs_checkpoint(self) -> bool:
         """Whether anything was committed since the last background checkpoint."""
