@@ -338,8 +338,7 @@ class EnhancedAsyncLoggingClient:
         if self.store.count_pending(at_most=1):
             self.recovery.start_recovery()
         while True:
-            counts = self.store.counts()
-            if counts["pending"] == 0 and counts["sending"] == 0:
+            if not self.store.has_unsent():
                 return True
             remaining = end - self.clock.monotonic()
             if remaining <= 0:

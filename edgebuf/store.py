@@ -459,6 +459,14 @@ class LocalBufferManager:
                 params = (at_most,)
             return self._conn.execute(sql, params).fetchone()[0]
 
+    def has_unsent(self) -> bool:
+        """Whether any row is pending or in flight (an index probe, cheap on any backlog)."""
+        with self._lock, self._storage_errors("check for unsent records"):
+            return bool(self._conn.execute(
+                "SELECT EXISTS (SELECT 1 FROM prediction_buffer WHERE status = 'pending')"
+                " OR EXISTS (SELECT 1 FROM prediction_buffer WHERE status = 'sending')"
+            ).fetchone()[0])
+
     def counts(self) -> dict[str, int]:
         """Row counts by status (every status present, zero when empty)."""
         with self._lock, self._storage_errors("count records"):
