@@ -172,5 +172,17 @@ except ImportError:  # pragma: no cover - drill module missing in a stripped ins
     pass
 
 
+def _register_edge() -> None:
+    from edgebuf.edge_service import edge_command
+
+    main.add_command(edge_command)
+
+
+try:
+    _register_edge()
+except ImportError:  # pragma: no cover - the edge service's dependencies are not installed
+    pass
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -2,7 +2,7 @@
 
 A frame is a belt seen from above (rails, slats, dirt specks, sensor noise) carrying one to
 four metal parts (rounded plates, discs, hexagon nuts); about a third of the parts carry a
-defect (a dark pit or a scratch), labelled with its own box inside the part's box. The
+defect (a rust-brown pit or scratch), labelled with its own box inside the part's box. The
 same ``(seed, index)`` always gives the same pixels and labels, so a held-out set is just
 another seed. Only numpy and Pillow are used.
 """
@@ -19,7 +19,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 CLASS_NAMES: tuple[str, ...] = ("part", "defect")
 PART, DEFECT = 0, 1
-DEFECT_RATE = 0.35
+DEFECT_RATE = 0.5
 
 
 @dataclass(frozen=True)
@@ -92,24 +92,24 @@ def _bbox(points: list[tuple[float, float]], size: int) -> tuple[float, float, f
 
 def _defect(rng: np.random.Generator, draw: ImageDraw.ImageDraw, cx: float, cy: float,
             r: float, size: int) -> Box:
-    # Inside the part's inner circle, so the defect never leaves the part.
-    dist = rng.uniform(0, r * 0.35)
+    # Near the part's centre, so the defect stays on the part.
+    dist = rng.uniform(0, r * 0.25)
     a = rng.uniform(0, 2 * math.pi)
     dx, dy = cx + dist * math.cos(a), cy + dist * math.sin(a)
-    if rng.random() < 0.5:  # pit: an irregular dark blob
-        rad = rng.uniform(6, 11)
+    rust = (int(rng.integers(120, 170)), int(rng.integers(45, 80)), int(rng.integers(15, 35)))
+    if rng.random() < 0.5:  # pit: an irregular rust-brown blob
+        rad = rng.uniform(9, 14)
         pts = [
             (dx + rad * rng.uniform(0.7, 1.2) * math.cos(t), dy + rad * rng.uniform(0.7, 1.2) * math.sin(t))
             for t in np.linspace(0, 2 * math.pi, 9, endpoint=False)
         ]
-        tone = int(rng.integers(15, 45))
-        draw.polygon(pts, fill=(tone + 25, tone + 10, tone))
-    else:  # scratch: a dark streak
-        length = rng.uniform(16, 26)
+        draw.polygon(pts, fill=rust, outline=(40, 25, 15))
+    else:  # scratch: a dark rust streak
+        length = rng.uniform(26, 38)
         t = rng.uniform(0, math.pi)
         p0 = (dx - length / 2 * math.cos(t), dy - length / 2 * math.sin(t))
         p1 = (dx + length / 2 * math.cos(t), dy + length / 2 * math.sin(t))
-        draw.line([p0, p1], fill=(30, 25, 25), width=int(rng.integers(3, 5)))
+        draw.line([p0, p1], fill=rust, width=int(rng.integers(5, 8)))
         pts = [p0, p1]
     x0, y0, x1, y1 = _bbox(pts, size)
     return Box(DEFECT, x0 - 2, y0 - 2, x1 + 2, y1 + 2)
