@@ -52,12 +52,21 @@ def _no_nul(value: str | None) -> str | None:
     return value
 
 
+def _json_integer(value: object) -> object:
+    # pydantic's lax mode would read true as 1 and "5" as 5; the contract says integer.
+    if isinstance(value, (bool, str)):
+        raise ValueError("must be an integer")
+    return value
+
+
 def parse_epoch(value: object) -> object:
     """Turn an ISO-8601 string into epoch seconds (naive means UTC); pass numbers on.
 
     A numeric string is epoch seconds as written (pydantic's own datetime parsing would
-    read large values as milliseconds).
+    read large values as milliseconds). JSON true/false is refused, not read as 1/0.
     """
+    if isinstance(value, bool):
+        raise ValueError("must be epoch seconds (number) or an ISO-8601 date-time string")
     if isinstance(value, str):
         try:
             return float(value)
@@ -78,7 +87,11 @@ def parse_epoch(value: object) -> object:
 DeviceId = Annotated[
     str, Field(min_length=1, max_length=128, pattern=DEVICE_ID_PATTERN, examples=["line1-cam3"])
 ]
-Text64 = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_no_nul)]
+# Documents what `_no_nul` enforces (the validator gives the clearer error message).
+_NUL_FREE: dict[str, Any] = {"pattern": r"^[^\x00]*$"}
+Text64 = Annotated[
+    str, Field(min_length=1, max_length=64, json_schema_extra=_NUL_FREE), AfterValidator(_no_nul)
+]
 EpochSeconds = Annotated[
     float,
     BeforeValidator(parse_epoch),
@@ -96,10 +109,16 @@ class PredictionRecord(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     record_id: Text64 = Field(description="Unique per device; the idempotency key.")
-    seq: int = Field(ge=1, le=MAX_SEQ, description="Per-device sequence number from the edge.")
-    image_id: Annotated[str, Field(max_length=256), AfterValidator(_no_nul)] | None = None
+    seq: Annotated[int, BeforeValidator(_json_integer)] = Field(
+        ge=1, le=MAX_SEQ, description="Per-device sequence number from the edge."
+    )
+    image_id: Annotated[
+        str, Field(max_length=256, json_schema_extra=_NUL_FREE), AfterValidator(_no_nul)
+    ] | None = None
     timestamp: EpochSeconds
-    model_version: Annotated[str, Field(max_length=128), AfterValidator(_no_nul)] | None = None
+    model_version: Annotated[
+        str, Field(max_length=128, json_schema_extra=_NUL_FREE), AfterValidator(_no_nul)
+    ] | None = None
     prediction: dict[str, Any] = Field(description="Stored verbatim as JSON text.")
 
 

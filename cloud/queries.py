@@ -2,13 +2,16 @@
 
 Every figure is an aggregate the database computes (COUNT, MIN/MAX, GROUP BY, a LEAD()
 window); no endpoint loads rows into Python to count them, so the cost of `/stats` grows
-with the number of devices and classes, not with the number of records.
+with the number of devices and classes, not with the number of records. The one
+exception is bounded: a time bound that falls inside a second makes `/stats` recount the
+detections of that second's records from their predictions (see `_detections_per_class`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +20,7 @@ from sqlalchemy import ColumnElement, Connection, distinct, func, select
 
 from cloud.db import Database
 from cloud.errors import translate_db_errors
+from cloud.ingest import count_classes
 from cloud.schema import detection_counts, predictions
 
 __all__ = ["Filters", "device_gaps", "predictions_page", "stats"]
@@ -63,6 +67,48 @@ def _num(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
+def _detections_per_class(conn: Connection, filters: Filters) -> dict[str, int]:
+    """Sum the per-second totals; count the seconds a time bound cuts from the records.
+
+    A record counts if since <= ts < until, and its detections sit in the total of
+    bucket = floor(ts). All of a bucket's records are inside the window exactly when
+    ceil(since) <= bucket < floor(until) (both bounds are integers, exact as doubles), so
+    those totals are summed in SQL. What the window holds outside that range, i.e. the
+    records of the at most two seconds the bounds fall inside, are counted from their
+    stored predictions - bounded by two seconds of data per device, however long the
+    window. Sorted by class name, the same on both backends.
+    """
+    since, until = filters.since, filters.until
+    low = None if since is None else float(math.ceil(since))
+    high = None if until is None else float(math.floor(until))
+    where: list[ColumnElement[bool]] = []
+    if filters.device_id is not None:
+        where.append(D.device_id == filters.device_id)
+    if low is not None:
+        where.append(D.bucket >= low)
+    if high is not None:
+        where.append(D.bucket < high)
+    edges: list[tuple[float | None, float | None]] = []
+    if low is not None and high is not None and low > high:
+        edges.append((since, until))  # inside one second: no whole bucket in between
+    else:
+        if since is not None and since < low:  # type: ignore[operator]
+            edges.append((since, low))
+        if until is not None and high < until:  # type: ignore[operator]
+            edges.append((high, until))
+    counts: dict[str, int] = {}
+    if low is None or high is None or low <= high:
+        query = select(D.class_name, func.sum(D.n)).where(*where).group_by(D.class_name)
+        for name, n in conn.execute(query):
+            counts[name] = int(n)
+    for start, end in edges:
+        part = Filters(filters.device_id, start, end)
+        for (text,) in conn.execute(select(P.prediction).where(*part.clauses())):
+            for name, n in count_classes(json.loads(text)).items():
+                counts[name] = counts.get(name, 0) + n
+    return dict(sorted(counts.items()))
+
+
 def stats(db: Database, filters: Filters) -> dict[str, Any]:
     """Return totals, per-device figures, per-model counts and detections per class."""
     where = filters.clauses()
@@ -86,10 +132,7 @@ def stats(db: Database, filters: Filters) -> dict[str, Any]:
             .group_by(P.model_version)
             .order_by(P.model_version.asc().nulls_first())
         ).all()
-        class_query = select(D.class_name, func.sum(D.n)).group_by(D.class_name)
-        if where:  # filter through predictions' indexes, then the child's primary key
-            class_query = class_query.join(predictions, P.id == D.record_pk).where(*where)
-        classes = conn.execute(class_query.order_by(D.class_name)).all()
+        classes = _detections_per_class(conn, filters)
     return {
         "total_records": total[0],
         "device_count": total[1],
@@ -110,7 +153,7 @@ def stats(db: Database, filters: Filters) -> dict[str, Any]:
             for row in devices
         ],
         "model_versions": [{"model_version": mv, "count": n} for mv, n in versions],
-        "detections_per_class": {name: int(n) for name, n in classes},
+        "detections_per_class": classes,
     }
 
 
@@ -173,7 +216,8 @@ def device_gaps(db: Database, device_id: str, limit: int) -> dict[str, Any] | No
         ).where(P.device_id == device_id).subquery()
         gaps = conn.execute(
             select(ordered.c.seq + 1, ordered.c.next_seq - 1)
-            .where(ordered.c.next_seq > ordered.c.seq + 1)
+            # Not `next_seq > seq + 1`: at seq = 2**63-1 that overflows BIGINT on PostgreSQL.
+            .where(ordered.c.next_seq - ordered.c.seq > 1)
             .order_by(ordered.c.seq)
             .limit(limit)
         ).all()

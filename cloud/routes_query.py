@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse
+from pydantic import WithJsonSchema
 
 from cloud.auth import Principal
 from cloud.models import (
@@ -41,7 +42,10 @@ DeviceFilter = Annotated[
     Query(max_length=128, pattern=DEVICE_ID_PATTERN, description="Only this device."),
 ]
 TimeBound = Annotated[
-    str | None, Query(description="Epoch seconds or ISO-8601; since inclusive, until exclusive.")
+    str | None,
+    Query(description="Epoch seconds or ISO-8601; since inclusive, until exclusive."),
+    # Parsed by `_epoch`, so document what it accepts rather than "any string".
+    WithJsonSchema({"anyOf": [{"type": "number"}, {"type": "string", "format": "date-time"}]}),
 ]
 _READ_ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorResponse, "description": "Missing or invalid key."},
@@ -50,17 +54,22 @@ _READ_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+def _invalid_query(name: str, message: str) -> HTTPException:
+    """A 422 in the shape of FastAPI's own (the documented `HTTPValidationError`)."""
+    return HTTPException(422, [{"loc": ["query", name], "msg": message, "type": "value_error"}])
+
+
 def _epoch(name: str, value: str | None) -> float | None:
     if value is None:
         return None
     try:
         epoch = float(parse_epoch(value))  # type: ignore[arg-type]
     except (TypeError, ValueError):
-        raise HTTPException(
-            422, f"{name} must be epoch seconds or an ISO-8601 date-time, got {value!r}"
+        raise _invalid_query(
+            name, f"must be epoch seconds or an ISO-8601 date-time, got {value!r}"
         ) from None
     if not math.isfinite(epoch):
-        raise HTTPException(422, f"{name} must be finite")
+        raise _invalid_query(name, "must be finite")
     return epoch
 
 
@@ -93,16 +102,19 @@ def get_predictions(
     until: TimeBound = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
     cursor: Annotated[
-        str | None, Query(max_length=32, description="`next_cursor` of the previous page.")
+        str | None,
+        Query(max_length=19, pattern=r"^[0-9]+$",
+              description="`next_cursor` of the previous page."),
     ] = None,
 ) -> JSONResponse:
     """Stored records in storage order, one page at a time (opaque cursor)."""
     filters = _filters(principal, device_id, since, until)
     after_id = None
     if cursor is not None:
-        if not (cursor.isascii() and cursor.isdigit()) or int(cursor) > MAX_SEQ:
-            raise HTTPException(422, f"invalid cursor {cursor!r}")
-        after_id = int(cursor)
+        if not (cursor.isascii() and cursor.isdigit()):
+            raise _invalid_query("cursor", f"invalid cursor {cursor!r}")
+        # Every id fits a BIGINT, so a larger cursor means "after all of them" (empty page).
+        after_id = min(int(cursor), MAX_SEQ)
     items, next_id = predictions_page(get_state(request).db, filters, limit, after_id)
     return JSONResponse(
         {"items": items, "next_cursor": None if next_id is None else str(next_id)}

@@ -13,7 +13,6 @@ from sqlalchemy import (
     BigInteger,
     Column,
     Double,
-    ForeignKey,
     Index,
     Integer,
     MetaData,
@@ -61,21 +60,19 @@ predictions = Table(
     Index(None, "model_version"),
 )
 
-# One row per (newly stored record, class): detections per class is then a GROUP BY.
-# Rows are only written for records the insert actually accepted, so retried batches
-# never double count. No secondary index on purpose: this table takes two or more rows
-# per record on the hot path, while filtered class counts join `predictions` through its
-# (device_id, ts) / (device_id, seq) indexes instead.
+# Running totals of detections per (device, second of the record's timestamp, class):
+# `bucket` is floor(ts). Each batch adds its newly stored records' detections in the
+# same transaction (an upsert), so retried batches never double count. A busy device adds
+# a few rows per second instead of one per record and class; `/stats` sums the totals,
+# and for a time window whose bounds fall inside a second it counts the records of those
+# two seconds from their predictions, so the figure stays exact (`cloud.queries`).
+# WITHOUT ROWID on SQLite: the primary key is the table, one B-tree instead of two.
 detection_counts = Table(
     "detection_counts",
     metadata,
-    Column(
-        "record_pk",
-        PK_TYPE,
-        ForeignKey("predictions.id", ondelete="CASCADE"),
-        primary_key=True,
-    ),
+    Column("device_id", String(128), primary_key=True),
+    Column("bucket", Double, primary_key=True),
     Column("class_name", Text, primary_key=True),
-    Column("device_id", String(128), nullable=False),
-    Column("n", Integer, nullable=False),
+    Column("n", BigInteger, nullable=False),
+    sqlite_with_rowid=False,
 )

@@ -70,6 +70,8 @@ class CloudSettings(BaseSettings):
     db_pool_timeout: float = Field(10.0, gt=0)
     db_pool_recycle: int = Field(1800, ge=-1)
     db_connect_timeout: int = Field(5, ge=1)
+    # PostgreSQL: a pooled connection idle this long is pinged before use (see cloud.db).
+    db_ping_after_idle: float = Field(5.0, ge=0)
     # Bounds how long one transaction may wait on a row or table lock on PostgreSQL before
     # the request turns into a retryable 503 instead of hanging past the edge's timeout.
     db_lock_timeout_ms: int = Field(10_000, ge=0)
@@ -80,6 +82,11 @@ class CloudSettings(BaseSettings):
     # writes each such page back once instead of many times (~20% faster ingest) at the
     # cost of a WAL file of up to ~40 MB.
     sqlite_wal_autocheckpoint: int = Field(10_000, ge=0)
+    # Seconds between checkpoints by a background thread while writes arrive (0: none,
+    # leave it all to wal_autocheckpoint inside the committing request). It takes the
+    # copy-and-fsync out of the request path and bounds what a power cut can lose under
+    # synchronous=NORMAL to about this long.
+    sqlite_background_checkpoint: float = Field(0.5, ge=0)
     retry_after_seconds: int = Field(5, ge=0)
     migrate: bool = Field(True, description="Apply migrations at start-up (else only check).")
 
