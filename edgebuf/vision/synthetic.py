@@ -90,27 +90,48 @@ def _bbox(points: list[tuple[float, float]], size: int) -> tuple[float, float, f
     return (max(0.0, min(xs)), max(0.0, min(ys)), min(size - 1.0, max(xs)), min(size - 1.0, max(ys)))
 
 
+def _inside(points: list[tuple[float, float]], outline: list[tuple[float, float]],
+            cx: float, cy: float, margin: float) -> bool:
+    # ``outline`` is convex; shrink it about the part's centre by ``margin`` and test each point.
+    poly = [(cx + (x - cx) * margin, cy + (y - cy) * margin) for x, y in outline]
+    for px, py in points:
+        signs = {
+            (bx - ax) * (py - ay) - (by - ay) * (px - ax) > 0
+            for (ax, ay), (bx, by) in zip(poly, poly[1:] + poly[:1])
+        }
+        if len(signs) > 1:
+            return False
+    return True
+
+
 def _defect(rng: np.random.Generator, draw: ImageDraw.ImageDraw, cx: float, cy: float,
-            r: float, size: int) -> Box:
-    # Near the part's centre, so the defect stays on the part.
-    dist = rng.uniform(0, r * 0.25)
-    a = rng.uniform(0, 2 * math.pi)
-    dx, dy = cx + dist * math.cos(a), cy + dist * math.sin(a)
+            r: float, outline: list[tuple[float, float]], size: int) -> Box:
+    # Off the part's centre (a detector's best anchors for the part sit at its centre, and
+    # a defect there has to compete with the part for them), but still on the part.
     rust = (int(rng.integers(120, 170)), int(rng.integers(45, 80)), int(rng.integers(15, 35)))
-    if rng.random() < 0.5:  # pit: an irregular rust-brown blob
-        rad = rng.uniform(9, 14)
-        pts = [
-            (dx + rad * rng.uniform(0.7, 1.2) * math.cos(t), dy + rad * rng.uniform(0.7, 1.2) * math.sin(t))
-            for t in np.linspace(0, 2 * math.pi, 9, endpoint=False)
-        ]
+    pit = rng.random() < 0.5
+    rad = rng.uniform(9, 14)
+    length = rng.uniform(26, 38)
+    t = rng.uniform(0, math.pi)
+    jitter = rng.uniform(0.7, 1.2, size=(2, 9))
+    for dist_scale in np.linspace(0.6, 0.0, 13):
+        a = rng.uniform(0, 2 * math.pi)
+        dist = r * dist_scale
+        dx, dy = cx + dist * math.cos(a), cy + dist * math.sin(a)
+        if pit:  # pit: an irregular rust-brown blob
+            pts = [
+                (dx + rad * jitter[0, k] * math.cos(u), dy + rad * jitter[1, k] * math.sin(u))
+                for k, u in enumerate(np.linspace(0, 2 * math.pi, 9, endpoint=False))
+            ]
+        else:  # scratch: a dark rust streak
+            pts = [(dx - length / 2 * math.cos(t), dy - length / 2 * math.sin(t)),
+                   (dx + length / 2 * math.cos(t), dy + length / 2 * math.sin(t))]
+        if _inside(pts, outline, cx, cy, 0.9):
+            break
+    if pit:
         draw.polygon(pts, fill=rust, outline=(40, 25, 15))
-    else:  # scratch: a dark rust streak
-        length = rng.uniform(26, 38)
-        t = rng.uniform(0, math.pi)
-        p0 = (dx - length / 2 * math.cos(t), dy - length / 2 * math.sin(t))
-        p1 = (dx + length / 2 * math.cos(t), dy + length / 2 * math.sin(t))
-        draw.line([p0, p1], fill=rust, width=int(rng.integers(5, 8)))
-        pts = [p0, p1]
+    else:
+        draw.line(pts, fill=rust, width=int(rng.integers(5, 8)))
     x0, y0, x1, y1 = _bbox(pts, size)
     return Box(DEFECT, x0 - 2, y0 - 2, x1 + 2, y1 + 2)
 
@@ -146,7 +167,7 @@ def render_frame(seed: int, index: int, size: int = 320) -> tuple[Image.Image, l
             draw.ellipse([cx - hole, cy - hole, cx + hole, cy + hole], fill=(40, 40, 44))
         boxes.append(Box(PART, *_bbox(pts, size)))
         if kind != "hexnut" and rng.random() < DEFECT_RATE:
-            boxes.append(_defect(rng, draw, cx, cy, r, size))
+            boxes.append(_defect(rng, draw, cx, cy, r, pts, size))
     img = img.filter(ImageFilter.GaussianBlur(radius=float(rng.uniform(0.3, 0.9))))
     pixels = np.asarray(img, dtype=np.float32)
     pixels = pixels * rng.uniform(0.85, 1.15) + rng.normal(0, rng.uniform(2, 7), pixels.shape)
