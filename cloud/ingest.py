@@ -1,4 +1,4 @@
-"""The hot path: store one validated batch exactly once, in one transaction.
+"""The hot path: store one validated batch exactly once, all or nothing.
 
 Exactly-once storage under at-least-once delivery rests on one statement: an atomic
 `INSERT … ON CONFLICT (device_id, record_id) DO NOTHING` (see `cloud.statements` for how
@@ -13,7 +13,8 @@ spanning a few seconds becomes a few dozen upserts instead of one row per record
 class; `cloud.queries` sums the totals (exactly, also for time windows).
 
 Rows are inserted in record_id order, and totals in (second, class) order, so concurrent
-transactions on PostgreSQL take their locks in the same order and cannot deadlock.
+transactions on PostgreSQL take their locks in the same order and cannot deadlock. On
+SQLite, batches that arrive together share one commit (see `BatchStore`).
 """
 
 from __future__ import annotations
@@ -37,8 +38,7 @@ from cloud.errors import translate_db_errors
 from cloud.statements import writer_for
 from cloud.wire import Batch, Record
 
-__all__ = ["MAX_CLASS_NAME", "BatchStore", "StoreResult", "bucket_of", "count_classes",
-           "tally"]
+__all__ = ["MAX_CLASS_NAME", "BatchStore", "StoreResult", "count_classes", "tally"]
 
 MAX_CLASS_NAME = 256
 _CLASS_KEYS = ("class_name", "class", "name")
@@ -79,13 +79,12 @@ def count_classes(prediction: dict[str, Any]) -> dict[str, int]:
     return counts
 
 
-def bucket_of(timestamp: float) -> float:
-    """The second a timestamp falls in: floor(timestamp), exact for every finite float."""
-    return float(math.floor(timestamp))
-
-
 def tally(records: Iterable[Record]) -> list[tuple[float, str, int]]:
-    """Detections per (second, class) of `records`, sorted: the rows to add to the totals."""
+    """Detections per (second, class) of `records`, sorted: the rows to add to the totals.
+
+    The second is floor(timestamp), exact for every finite double. Counts as
+    `count_classes` does, with the common `{"class_name": "<text>"}` shape inline.
+    """
     totals: dict[float, dict[str, int]] = {}
     for record in records:
         detections = record[5].get("detections")

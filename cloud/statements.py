@@ -22,8 +22,9 @@ They differ in how a batch's rows reach the database:
   device, batch and receive time as scalars), in psycopg's binary format. The SQL text is
   the same for every batch size, so it is parsed and planned once per connection instead
   of once per batch (a 32-row multi-VALUES statement has 288 placeholders that psycopg
-  re-parses each time), and the totals go in as one statement too. `ORDER BY` fixes the
-  order in which rows take their locks (see `cloud.ingest`).
+  re-parses each time). The totals ride in the same statement (a data-modifying CTE)
+  and are applied only if every record was new, so the usual batch costs one round trip.
+  `ORDER BY` fixes the order in which rows take their locks (see `cloud.ingest`).
 """
 
 from __future__ import annotations
@@ -120,8 +121,8 @@ class SqliteWriter:
 class PostgresWriter:
     """Column arrays through `unnest()`, as binary parameters of the psycopg driver.
 
-    One constant statement per table per batch (parsed and planned once per connection,
-    psycopg prepares it). The arrays go in psycopg's binary format: in text format every
+    One constant statement per batch (parsed and planned once per connection: psycopg
+    prepares it). The arrays go in psycopg's binary format: in text format every
     element is quoted and its quotes escaped by a regex, which for JSON predictions cost
     ~30 µs per record, more than everything else; binary costs ~0.5 µs. SQLAlchemy has
     no switch for that, hence the driver's cursor.

@@ -18,7 +18,7 @@ Anything else - an ISO-8601 timestamp, a float `seq` that pydantic's lax mode wo
 a wrong type, too many records, invalid JSON - falls back to `LogBatch` itself, which
 either accepts it (its values are then used) or raises the `ValidationError` that the
 route turns into the documented 400/413/422. The fast path therefore never changes what
-is accepted, only how quickly; `tests/cloud/test_cloud_wire.py` checks both paths agree.
+is accepted, only how quickly; `tests/cloud/test_cloud_ingest_path.py` checks that.
 """
 
 from __future__ import annotations
