@@ -20,6 +20,17 @@ def _plt():
     return plt
 
 
+def _save(fig, path: str | Path) -> Path:
+    """Lay out, write and close a figure (closing keeps long notebooks' memory flat)."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def plot_backlog(
     backlogs: dict[str, pd.DataFrame],
     events: Sequence[dict],
@@ -57,11 +68,7 @@ def plot_backlog(
     ax.set_title("Backlog during the drill")
     ax.legend(loc="upper right", fontsize=8)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_latency(latencies_s: Sequence[float], path: str | Path) -> Path:
@@ -88,11 +95,7 @@ def plot_latency(latencies_s: Sequence[float], path: str | Path) -> Path:
     ax.set_ylabel("records")
     ax.set_title("Delivery latency")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def _shade_outages(ax, events: Sequence[dict], t0: float, *, label: str = "fault") -> None:
@@ -169,11 +172,7 @@ def plot_requests(
     ax.set_title(title)
     ax.legend(loc="lower right", fontsize=7, ncol=3)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_fleet(
@@ -213,11 +212,7 @@ def plot_fleet(
     ax.legend(lines[0] + more[0], lines[1] + more[1], loc="upper left", fontsize=7)
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_frame(
@@ -238,8 +233,4 @@ def plot_frame(
     ax.grid(alpha=0.3)
     if isinstance(frame, pd.DataFrame):
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
