@@ -1,9 +1,11 @@
 """Cleanup and capacity: keep the buffer inside its volume without losing a record silently.
 
 ``capacity_bytes`` limits the bytes the buffer holds in records (their JSON plus a fixed
-per-row overhead), counted exactly in ``buffer_metadata.live_bytes`` in the same
-transaction as every insert and delete; the file itself is kept close to that by
-incremental vacuum after cleanup.
+per-row overhead), counted exactly in ``buffer_metadata.live_bytes``: deletes change it in
+their own transaction, inserts are folded in after (``LocalBufferManager.fold``), and the
+client's store keeps an upper bound of it, so an insert that surely fits checks nothing
+and one that might not runs this policy on exact numbers. The file itself is kept close
+to that by incremental vacuum after cleanup.
 
 Order of measures, from free to costly:
 1. ``cleanup()``: delete ``sent`` rows older than ``cleanup_after_days`` (daily, on demand,

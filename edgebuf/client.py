@@ -30,11 +30,9 @@ from edgebuf.errors import (
     BufferFullError,
     ClientClosedError,
     DiskFullError,
-    InvalidRecordError,
-    RecordTypeError,
     StorageError,
 )
-from edgebuf.records import NewRecord, prepare_record
+from edgebuf.records import NewRecord, prepare_record, prepare_records
 from edgebuf.recovery import BufferRecoveryManager
 from edgebuf.sender import Sender
 from edgebuf.shipper import ShippingLoop
@@ -113,7 +111,10 @@ class EnhancedAsyncLoggingClient:
         )
         self.sender = Sender(self.store, self.transport, self.clock)
         self.recovery = BufferRecoveryManager(
-            self.store, self.sender, self.clock, batch_size=s.backfill_batch_size,
+            self.store,
+            self.sender,
+            self.clock,
+            batch_size=s.backfill_batch_size,
             concurrency=s.drain_concurrency,
         )
         self.connectivity = ConnectivityMonitor(
@@ -223,7 +224,10 @@ class EnhancedAsyncLoggingClient:
 
     def _insert(self, records: list[NewRecord]) -> list[str]:
         return self.store.add_predictions(
-            self.device_id, records, before_commit=self.capacity.make_room
+            self.device_id,
+            records,
+            before_commit=self.capacity.make_room,
+            capacity_bytes=self.capacity.capacity_bytes,
         )
 
     def _free_disk(self) -> bool:
@@ -299,35 +303,11 @@ class EnhancedAsyncLoggingClient:
         ``model_version``, ``timestamp``, ``priority``.
         """
         self._check_open()
-        now = self.clock.time()
-        prepared = []
-        for i, item in enumerate(records):
-            if not isinstance(item, Mapping) or "prediction" not in item:
-                raise RecordTypeError(f"item {i} must be a dict with a 'prediction' key")
-            unknown = set(item) - {
-                "prediction",
-                "image_id",
-                "model_version",
-                "timestamp",
-                "priority",
-            }
-            if unknown:
-                raise RecordTypeError(f"item {i} has unknown keys: {sorted(unknown)}")
-            try:
-                prepared.append(
-                    prepare_record(
-                        item["prediction"],
-                        image_id=item.get("image_id"),
-                        timestamp=item.get("timestamp"),
-                        model_version=item.get("model_version"),
-                        priority=item.get("priority"),
-                        now=now,
-                        max_bytes=self.settings.max_record_bytes,
-                    )
-                )
-            except (InvalidRecordError, RecordTypeError) as exc:
-                raise type(exc)(f"item {i}: {exc}") from None
-        return self._commit(prepared)
+        return self._commit(
+            prepare_records(
+                records, now=self.clock.time(), max_bytes=self.settings.max_record_bytes
+            )
+        )
 
     # ------------------------------------------------------------------ delivery
     def _wait_delivered(self, timeout: float, deadline: float | None = None) -> bool:

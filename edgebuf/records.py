@@ -10,9 +10,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import Any, NamedTuple
 
 from edgebuf.errors import InvalidRecordError, RecordTypeError
 
@@ -21,9 +20,11 @@ MAX_IMAGE_ID = 256
 MAX_MODEL_VERSION = 128
 
 
-@dataclass(frozen=True, slots=True)
-class NewRecord:
-    """A validated record ready to insert: the prediction is already JSON text."""
+class NewRecord(NamedTuple):
+    """A validated record ready to insert: the prediction is already JSON text.
+
+    A NamedTuple rather than a frozen dataclass: it is built once per logged record, and a
+    tuple is the cheapest immutable thing Python builds."""
 
     prediction_json: str
     image_id: str | None
@@ -105,10 +106,11 @@ def _check_text(name: str, value: Any, limit: int) -> str | None:
         raise RecordTypeError(f"{name} must be a str or None, got {type(value).__name__}")
     if len(value) > limit:
         raise InvalidRecordError(f"{name} is {len(value)} characters, over the limit of {limit}")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidRecordError(f"{name} is not valid UTF-8 text") from None
+    if not value.isascii():  # ASCII is valid UTF-8; only other text can hold a lone surrogate
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidRecordError(f"{name} is not valid UTF-8 text") from None
     return value
 
 
@@ -158,9 +160,48 @@ def prepare_record(
     elif isinstance(priority, bool) or not isinstance(priority, int):
         raise RecordTypeError(f"priority must be an int, got {type(priority).__name__}")
     return NewRecord(
-        prediction_json=text,
-        image_id=_check_text("image_id", image_id, MAX_IMAGE_ID),
-        timestamp=normalise_timestamp(timestamp, now),
-        model_version=_check_text("model_version", model_version, MAX_MODEL_VERSION),
-        priority=priority,
+        text,
+        None if image_id is None else _check_text("image_id", image_id, MAX_IMAGE_ID),
+        now if timestamp is None else normalise_timestamp(timestamp, now),
+        None
+        if model_version is None
+        else _check_text("model_version", model_version, MAX_MODEL_VERSION),
+        priority,
     )
+
+
+# The keys an item of ``log_predictions`` may carry.
+ITEM_KEYS = frozenset({"prediction", "image_id", "model_version", "timestamp", "priority"})
+
+
+def prepare_records(items: Iterable[Any], *, now: float, max_bytes: int) -> list[NewRecord]:
+    """Validate every item of ``log_predictions``; an error names the item's index.
+
+    This loop runs once per record of a bulk call, so the common cases take the cheap
+    checks first.
+    """
+    prepared: list[NewRecord] = []
+    append = prepared.append
+    for i, item in enumerate(items):
+        try:
+            if type(item) is not dict and not isinstance(item, Mapping):
+                raise RecordTypeError("must be a dict with a 'prediction' key")
+            if "prediction" not in item:
+                raise RecordTypeError("must be a dict with a 'prediction' key")
+            if len(item) > 1 and not ITEM_KEYS.issuperset(item):
+                raise RecordTypeError(f"has unknown keys: {sorted(set(item) - ITEM_KEYS)}")
+            get = item.get
+            append(
+                prepare_record(
+                    item["prediction"],
+                    image_id=get("image_id"),
+                    timestamp=get("timestamp"),
+                    model_version=get("model_version"),
+                    priority=get("priority"),
+                    now=now,
+                    max_bytes=max_bytes,
+                )
+            )
+        except (InvalidRecordError, RecordTypeError) as exc:
+            raise type(exc)(f"item {i}: {exc}") from None
+    return prepared

@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edgebuf.schema import ROW_OVERHEAD, SEQ_PREFIX
+from edgebuf.schema import COUNTED_THROUGH, ROW_OVERHEAD, SEQ_PREFIX
+from edgebuf.store import effective_metadata
 
 log = logging.getLogger("edgebuf.repair")
 
@@ -166,7 +167,11 @@ def salvage(db_path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         src = sqlite3.connect(work)
         src.execute("PRAGMA query_only=1")
-        meta = dict(_safe(src, "SELECT key, value FROM buffer_metadata"))
+        try:  # exact counters need the rows above counted_through; they may be unreadable
+            meta = effective_metadata(src)
+        except sqlite3.Error:
+            meta = dict(_safe(src, "SELECT key, value FROM buffer_metadata"))
+            meta.pop(COUNTED_THROUGH, None)
         max_id = _safe(src, "SELECT max(id) FROM prediction_buffer")
         upper = int(max(meta.get("total_buffered", 0), (max_id[0][0] or 0) if max_id else 0))
         rows, unreadable = _read_rows(src, upper)
@@ -215,6 +220,12 @@ def salvage(db_path: str | os.PathLike[str]) -> dict[str, Any]:
             (ROW_OVERHEAD,),
         ).fetchone()[0]
         conn.execute("UPDATE buffer_metadata SET value = ? WHERE key = 'live_bytes'", (live,))
+        # Counters, sequences and live_bytes above account for every salvaged row.
+        conn.execute(
+            "UPDATE buffer_metadata SET value = (SELECT coalesce(max(id), 0)"
+            " FROM prediction_buffer) WHERE key = ?",
+            (COUNTED_THROUGH,),
+        )
         by_status = dict(
             conn.execute("SELECT status, count(*) FROM prediction_buffer GROUP BY status")
         )

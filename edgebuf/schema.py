@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import enum
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: counters folded in after the commit (``counted_through``)
 
 
 class Status(str, enum.Enum):
@@ -56,8 +56,8 @@ CREATE_STATEMENTS = (
     # cleanup. The design's other indexes (image_id, timestamp, buffered_at) are left out on
     # purpose: each one is another page written to the WAL on every commit of the hot path.
     "CREATE INDEX IF NOT EXISTS idx_status ON prediction_buffer (status, id)",
-    # Counters and per-device sequences in one small WITHOUT ROWID table: the counters a
-    # commit updates live on one page, so bookkeeping costs one page write per commit.
+    # Counters and per-device sequences in one small WITHOUT ROWID table (one page). An
+    # insert does not write it: rows are folded into it later (see COUNTED_THROUGH).
     """
     CREATE TABLE IF NOT EXISTS buffer_metadata (
         key   TEXT PRIMARY KEY,
@@ -81,7 +81,8 @@ CREATE_STATEMENTS = (
     """,
 )
 
-# Counters kept in buffer_metadata; each is changed in the same transaction as the rows it counts.
+# Counters kept in buffer_metadata. Each is changed in the same transaction as the rows it
+# counts, except total_buffered and live_bytes for inserted rows: see COUNTED_THROUGH.
 COUNTERS = (
     "total_buffered",  # records committed by log_prediction(s)
     "total_sent",  # records acknowledged by the cloud
@@ -93,6 +94,12 @@ COUNTERS = (
     "last_cleanup",  # wall time of the last cleanup run (0 = never)
     "live_bytes",  # bytes of JSON + ROW_OVERHEAD per row held: what capacity_bytes limits
 )
+
+# Rows with an id above this metadata value are not yet in the counters, the per-device
+# sequence high-water marks or live_bytes: the insert commits the row alone, and
+# ``LocalBufferManager.fold`` adds it later (every delete folds first). Readers add the
+# rows above it themselves (``edgebuf.store.effective_metadata``).
+COUNTED_THROUGH = "counted_through"
 
 # Bytes a row costs beyond its JSON text (record id, sequence, timestamps, index entry).
 ROW_OVERHEAD = 120

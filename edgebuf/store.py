@@ -8,6 +8,11 @@ Concurrency: one connection, guarded by one lock, does every write (SQLite allow
 writer at a time anyway; a Python lock avoids SQLITE_BUSY spins). Long work (cleanup,
 eviction) is cut into short transactions so ``log_prediction`` never waits long.
 Readers that scan (export, status) open their own connection and see a WAL snapshot.
+
+A ``log_prediction`` commit writes the row alone (a table page and an index page): the
+counters and sequence marks in ``buffer_metadata`` catch up in ``fold`` (every second on
+the shipping thread, before any delete, at close), and readers add the rows not yet
+folded (``effective_metadata``), so every count is exact at every instant, crash or not.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from edgebuf.errors import (
 )
 from edgebuf.records import NewRecord
 from edgebuf.schema import (
+    COUNTED_THROUGH,
     COUNTERS,
     CREATE_STATEMENTS,
     ROW_OVERHEAD,
@@ -61,6 +67,25 @@ def translate(exc: sqlite3.Error, doing: str) -> StorageError:
             f"cannot {doing}: the buffer file is damaged ({exc}); run `edgebuf repair`"
         )
     return StorageError(f"cannot {doing}: {exc}")
+
+
+def effective_metadata(conn: sqlite3.Connection) -> dict[str, float]:
+    """Counters and sequence positions of a buffer, exact, from any connection: the
+    folded values plus the rows above ``counted_through`` (see ``LocalBufferManager.fold``)."""
+    meta = dict(conn.execute("SELECT key, value FROM buffer_metadata").fetchall())
+    through = meta.pop(COUNTED_THROUGH, None)
+    if through is None:  # a schema-1 buffer opened read-only: every row is counted
+        return meta
+    for device, count, top, chars in conn.execute(
+        "SELECT device_id, count(*), max(seq), coalesce(sum(length(prediction_data)), 0)"
+        " FROM prediction_buffer WHERE id > ? GROUP BY device_id",
+        (through,),
+    ):
+        meta["total_buffered"] = meta.get("total_buffered", 0) + count
+        meta["live_bytes"] = meta.get("live_bytes", 0) + chars + count * ROW_OVERHEAD
+        key = SEQ_PREFIX + device
+        meta[key] = max(meta.get(key, 0), top)
+    return meta
 
 
 def new_record_ids(n: int) -> list[str]:
@@ -153,6 +178,10 @@ class LocalBufferManager:
         self._commits = 0  # a hint for the checkpoint timer, not data
         self._commits_at_checkpoint = 0
         self._closed = False
+        # Only an exclusive store may remember what it wrote: no other process inserts.
+        self._exclusive = exclusive
+        self._last_seq: dict[str, int] = {}  # device -> last sequence number committed
+        self._live_upper: int | None = None  # live_bytes is at most this (None: unknown)
         self._prepare_path()
         if exclusive:
             self._take_process_lock()
@@ -219,6 +248,12 @@ class LocalBufferManager:
                 "INSERT OR IGNORE INTO buffer_metadata (key, value) VALUES (?, 0)",
                 [(name,) for name in COUNTERS],
             )
+            # Schema 1 counted every row in the commit that inserted it: all are folded.
+            conn.execute(
+                "INSERT OR IGNORE INTO buffer_metadata (key, value)"
+                " SELECT ?, coalesce(max(id), 0) FROM prediction_buffer",
+                (COUNTED_THROUGH,),
+            )
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def reset_in_flight(self) -> int:
@@ -273,6 +308,9 @@ class LocalBufferManager:
         with self._lock:
             if self._closed:
                 return
+            if self._exclusive:  # leave the counters on disk exact; readers need not add
+                with contextlib.suppress(StorageError):
+                    self.fold()
             self._closed = True
             with contextlib.suppress(sqlite3.Error):
                 self._conn.execute("PRAGMA optimize")
@@ -293,73 +331,138 @@ class LocalBufferManager:
 
     # ------------------------------------------------------------------ writing records
     def add_predictions(
-        self, device_id: str, records: Sequence[NewRecord], *, before_commit=None
+        self,
+        device_id: str,
+        records: Sequence[NewRecord],
+        *,
+        before_commit=None,
+        capacity_bytes: int | None = None,
     ) -> list[str]:
         """Commit ``records`` in one transaction; return their record ids.
 
-        Each record gets a uuid4 record id and the next sequence number of ``device_id``.
-        When this returns, the rows are committed (WAL). ``before_commit(conn, records,
-        live_bytes)`` is the capacity policy's hook, called inside the transaction before the
-        rows are inserted, with the buffer's byte count as it will be with them.
+        Each record gets a random 128-bit record id and the next sequence number of
+        ``device_id``. When this returns, the rows are committed (WAL).
+
+        ``before_commit(conn, records, live_bytes)`` is the capacity policy's hook, called
+        inside the transaction before the rows are inserted, with the buffer's exact byte
+        count as it will be with them. Given ``capacity_bytes``, it is called only when the
+        rows might not fit: an exclusive store knows an upper bound of ``live_bytes`` (only
+        it inserts), so the common commit is the INSERT alone. The counters are not written
+        by this commit; ``fold`` adds the rows to them later (see ``metadata``).
         """
         if not records:
             return []
         now = self.clock.time()
-        ids = new_record_ids(len(records))
         n = len(records)
+        ids = new_record_ids(n)
         added = sum(len(r.prediction_json) for r in records) + n * ROW_OVERHEAD
-        seq_key = SEQ_PREFIX + device_id
-        rows = [
-            (
-                rid,
-                device_id,
-                0,
-                rec.prediction_json,
-                rec.image_id,
-                rec.model_version,
-                rec.timestamp,
-                now,
-                rec.priority,
-            )
-            for rid, rec in zip(ids, records)
-        ]
-        with self._storage_errors("store the prediction"), self._tx() as conn:
-            # One statement advances the device's sequence and both counters: all three
-            # live on one page of buffer_metadata, so bookkeeping is one page write.
-            values = dict(
-                conn.execute(
-                    "UPDATE buffer_metadata SET value = value + CASE key WHEN 'live_bytes' THEN ?"
-                    " ELSE ? END WHERE key IN (?, 'total_buffered', 'live_bytes')"
-                    " RETURNING key, value",
-                    (added, n, seq_key),
-                ).fetchall()
-            )
-            last_seq = values.get(seq_key)
-            if last_seq is None:  # first record of this device in this buffer
-                last_seq = (
-                    conn.execute(
-                        "SELECT COALESCE(MAX(seq), 0) FROM prediction_buffer WHERE device_id = ?",
-                        (device_id,),
-                    ).fetchone()[0]
-                    + n
+        sql = (
+            "INSERT INTO prediction_buffer (record_id, device_id, seq, prediction_data,"
+            " image_id, model_version, timestamp, buffered_at, priority)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        )
+
+        def rows_from(first_seq: int) -> list[tuple]:
+            return [
+                (rid, device_id, seq, text, image_id, model_version, timestamp, now, priority)
+                for rid, seq, (text, image_id, timestamp, model_version, priority) in zip(
+                    ids, range(first_seq, first_seq + n), records
                 )
-                conn.execute(
-                    "INSERT INTO buffer_metadata (key, value) VALUES (?, ?)", (seq_key, last_seq)
-                )
-            if before_commit is not None:
-                before_commit(conn, records, int(values["live_bytes"]))
-            first_seq = int(last_seq) - n + 1
-            rows = [(*r[:2], first_seq + i, *r[3:]) for i, r in enumerate(rows)]
-            sql = (
-                "INSERT INTO prediction_buffer (record_id, device_id, seq, prediction_data,"
-                " image_id, model_version, timestamp, buffered_at, priority)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            ]
+
+        with self._lock:  # the remembered sequence and bound change with the commit, atomically
+            last_seq = self._last_seq.get(device_id) if self._exclusive else None
+            upper = self._live_upper if self._exclusive else None
+            fits = before_commit is None or (
+                capacity_bytes is not None and upper is not None and upper + added <= capacity_bytes
             )
-            if n == 1:
-                conn.execute(sql, rows[0])
+            live_after = None
+            if n == 1 and last_seq is not None and fits:
+                # The common call: nothing to read first, so the INSERT is the transaction.
+                with self._storage_errors("store the prediction"):
+                    if self._closed:
+                        raise StorageError("the buffer is closed")
+                    self._conn.execute(sql, rows_from(last_seq + 1)[0])
+                    self._commits += 1
             else:
-                conn.executemany(sql, rows)
+                with self._storage_errors("store the prediction"), self._tx() as conn:
+                    if last_seq is None:
+                        last_seq = self._high_water_seq(conn, device_id)
+                    if not fits:
+                        self._live_upper = None  # unknown until this commit lands
+                        self.fold(conn)
+                        before_commit(conn, records, self._folded(conn, "live_bytes") + added)
+                        live_after = self._folded(conn, "live_bytes") + added
+                    rows = rows_from(last_seq + 1)
+                    if n == 1:
+                        conn.execute(sql, rows[0])
+                    else:
+                        conn.executemany(sql, rows)
+            # Committed: advance what this store remembers.
+            self._last_seq[device_id] = last_seq + n
+            if live_after is not None:
+                self._live_upper = live_after
+            elif self._live_upper is not None:
+                self._live_upper += added
         return ids
+
+    # ------------------------------------------------------------------ counters
+    # The hot path commits the row alone (one page of table, one of index). Counters and
+    # sequence high-water marks are folded in later, by ``fold``: every row with an id
+    # above ``counted_through`` is not yet in them. Every delete folds first, so a row is
+    # never removed before it is counted; readers add the unfolded rows (``metadata``).
+    @staticmethod
+    def _folded(conn: sqlite3.Connection, key: str) -> int:
+        return int(
+            conn.execute("SELECT value FROM buffer_metadata WHERE key = ?", (key,)).fetchone()[0]
+        )
+
+    @staticmethod
+    def _unfolded(conn: sqlite3.Connection) -> tuple[int, list[tuple[str, int, int, int, int]]]:
+        """(counted_through, [(device, rows, max seq, JSON chars, max id)] above it)."""
+        through = LocalBufferManager._folded(conn, COUNTED_THROUGH)
+        rows = conn.execute(
+            "SELECT device_id, count(*), max(seq), coalesce(sum(length(prediction_data)), 0),"
+            " max(id) FROM prediction_buffer WHERE id > ? GROUP BY device_id",
+            (through,),
+        ).fetchall()
+        return through, rows
+
+    def _high_water_seq(self, conn: sqlite3.Connection, device_id: str) -> int:
+        through = self._folded(conn, COUNTED_THROUGH)
+        return int(
+            conn.execute(
+                "SELECT max(coalesce((SELECT value FROM buffer_metadata WHERE key = ?), 0),"
+                " coalesce((SELECT max(seq) FROM prediction_buffer WHERE id > ?"
+                " AND device_id = ?), 0))",
+                (SEQ_PREFIX + device_id, through, device_id),
+            ).fetchone()[0]
+        )
+
+    def fold(self, conn: sqlite3.Connection | None = None) -> int:
+        """Add rows inserted since the last fold to the counters; return how many.
+
+        Inside a transaction when ``conn`` is given, else in one of its own."""
+        if conn is None:
+            with self._storage_errors("update the counters"), self._tx() as own:
+                return self.fold(own)
+        _, rows = self._unfolded(conn)
+        if not rows:
+            return 0
+        count = sum(r[1] for r in rows)
+        chars = sum(r[3] for r in rows)
+        conn.execute(
+            "UPDATE buffer_metadata SET value = CASE key WHEN 'live_bytes' THEN value + ?"
+            " WHEN 'total_buffered' THEN value + ? ELSE ? END"
+            " WHERE key IN ('live_bytes', 'total_buffered', ?)",
+            (chars + count * ROW_OVERHEAD, count, max(r[4] for r in rows), COUNTED_THROUGH),
+        )
+        conn.executemany(
+            "INSERT INTO buffer_metadata (key, value) VALUES (?, ?) ON CONFLICT(key)"
+            " DO UPDATE SET value = max(value, excluded.value)",
+            [(SEQ_PREFIX + device, top) for device, _, top, _, _ in rows],
+        )
+        return count
 
     def add_prediction(self, device_id: str, record: NewRecord, *, before_commit=None) -> str:
         """Commit one record; return its record id."""
@@ -462,10 +565,12 @@ class LocalBufferManager:
     def has_unsent(self) -> bool:
         """Whether any row is pending or in flight (an index probe, cheap on any backlog)."""
         with self._lock, self._storage_errors("check for unsent records"):
-            return bool(self._conn.execute(
-                "SELECT EXISTS (SELECT 1 FROM prediction_buffer WHERE status = 'pending')"
-                " OR EXISTS (SELECT 1 FROM prediction_buffer WHERE status = 'sending')"
-            ).fetchone()[0])
+            return bool(
+                self._conn.execute(
+                    "SELECT EXISTS (SELECT 1 FROM prediction_buffer WHERE status = 'pending')"
+                    " OR EXISTS (SELECT 1 FROM prediction_buffer WHERE status = 'sending')"
+                ).fetchone()[0]
+            )
 
     def counts(self) -> dict[str, int]:
         """Row counts by status (every status present, zero when empty)."""
@@ -478,9 +583,10 @@ class LocalBufferManager:
         return out
 
     def metadata(self) -> dict[str, float]:
-        """The ``buffer_metadata`` counters and per-device sequence positions."""
+        """The counters and per-device sequence positions, exact: the folded values in
+        ``buffer_metadata`` plus the rows inserted since the last ``fold``."""
         with self._lock, self._storage_errors("read metadata"):
-            return dict(self._conn.execute("SELECT key, value FROM buffer_metadata").fetchall())
+            return effective_metadata(self._conn)
 
     def oldest_pending(self) -> tuple[float, float] | None:
         """(timestamp, buffered_at) of the oldest pending row, or None."""
@@ -507,6 +613,7 @@ class LocalBufferManager:
     def delete_rows(self, conn: sqlite3.Connection, where: str, params: tuple, counter: str) -> int:
         """Inside a transaction: delete rows matching ``where``, keep ``live_bytes`` and
         ``counter`` exact in the same transaction; return how many were deleted."""
+        self.fold(conn)  # a row is counted before it can be removed
         lengths = conn.execute(
             f"DELETE FROM prediction_buffer WHERE {where} RETURNING length(prediction_data)",
             params,
@@ -514,10 +621,13 @@ class LocalBufferManager:
         n = len(lengths)
         if n:
             freed = sum(length for (length,) in lengths) + n * ROW_OVERHEAD
+            # Every row left is counted; the next rowid SQLite hands out (max + 1) must be
+            # above the mark even when the newest rows were the ones deleted.
             conn.execute(
-                "UPDATE buffer_metadata SET value = value + CASE key WHEN 'live_bytes' THEN ?"
-                " ELSE ? END WHERE key IN ('live_bytes', ?)",
-                (-freed, n, counter),
+                "UPDATE buffer_metadata SET value = CASE key WHEN 'live_bytes' THEN value - ?"
+                " WHEN ? THEN (SELECT coalesce(max(id), 0) FROM prediction_buffer)"
+                " ELSE value + ? END WHERE key IN ('live_bytes', ?, ?)",
+                (freed, COUNTED_THROUGH, n, COUNTED_THROUGH, counter),
             )
         return n
 

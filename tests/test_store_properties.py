@@ -109,12 +109,15 @@ class StoreMachine(RuleBasedStateMachine):
             del self.state[rid]
             self.cleaned.add(rid)
 
-    @rule(cap=st.integers(2_000, 20_000))
-    def squeeze(self, cap):
+    @rule(cap=st.integers(2_000, 20_000), bounded=st.booleans())
+    def squeeze(self, cap, bounded):
         manager = CapacityManager(self.store, capacity_bytes=cap)
         rec = prepare_record({"detections": []}, now=self.clock.time(), max_bytes=1000)
-        try:
-            self.store.add_predictions("cam", [rec], before_commit=manager.make_room)
+        try:  # bounded: the store may skip the hook while its live-bytes bound has room
+            self.store.add_predictions(
+                "cam", [rec], before_commit=manager.make_room,
+                capacity_bytes=cap if bounded else None,
+            )
         except Exception:
             return
         held = {r[0] for r in self.store._conn.execute("SELECT record_id FROM prediction_buffer")}
@@ -133,6 +136,20 @@ class StoreMachine(RuleBasedStateMachine):
         ).fetchone()[0]
         self.state[newest] = "pending"
         self.seq += 1
+
+    @rule()
+    def fold(self):
+        self.store.fold()
+
+    @rule()
+    def crash_and_reopen(self):
+        # As a SIGKILL would leave it: no final fold of the counters at close.
+        self.store._exclusive = False
+        self.store.close()
+        self.store = LocalBufferManager(self.path, clock=self.clock)
+        for rid, st_ in self.state.items():
+            if st_ == "sending":
+                self.state[rid] = "pending"
 
     @rule()
     def reopen(self):
@@ -160,6 +177,8 @@ class StoreMachine(RuleBasedStateMachine):
             "SELECT coalesce(sum(length(prediction_data)), 0) + count(*) * 120 FROM prediction_buffer"
         ).fetchone()[0]
         assert meta["live_bytes"] == live
+        if self.store._live_upper is not None:  # the bound the hot path trusts
+            assert self.store._live_upper >= live
 
 
 TestStoreMachine = StoreMachine.TestCase
