@@ -34,6 +34,7 @@ FAST = {"batch_timeout": 0.2, "monitor_interval": 0.3, "health_timeout": 1.0,
 # or validated on): found / labelled objects at IoU >= 0.5 and confidence >= 0.25.
 PART_RECALL_BAR = 0.95
 DEFECT_RECALL_BAR = 0.80
+DEFECT_PRECISION_BAR = 0.60  # measured 21 of 31 defect boxes right (0.68) on these frames
 
 @pytest.fixture(scope="module")
 def model():
@@ -80,10 +81,10 @@ def test_shipped_model_finds_parts_on_a_held_out_seed(heldout):
     assert part["recall"] >= PART_RECALL_BAR and part["precision"] >= 0.9, heldout
 
 
-@pytest.mark.xfail(strict=True, reason="the shipped weights find about half the held-out "
-                   "defects (27/52 on 64 frames), short of the bar; strict: passes => update")
 def test_shipped_model_finds_defects_on_a_held_out_seed(heldout):
-    assert heldout["per_class"]["defect"]["recall"] >= DEFECT_RECALL_BAR, heldout
+    defect = heldout["per_class"]["defect"]
+    assert defect["recall"] >= DEFECT_RECALL_BAR, heldout
+    assert defect["precision"] >= DEFECT_PRECISION_BAR, heldout
 
 
 def test_results_become_records_with_pixel_and_normalised_boxes(model):
