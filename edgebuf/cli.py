@@ -160,6 +160,23 @@ class _guard:
         return False
 
 
+@main.command("export-onnx")
+@click.option("--model", "weights", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=Path("data/conveyor_yolov8n.pt"), show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Where to write it [default: next to the weights, .onnx].")
+@click.option("--imgsz", default=320, show_default=True)
+def export_onnx_command(weights: Path, out: Path | None, imgsz: int) -> None:
+    """Export a YOLO .pt to ONNX for `edgebuf edge --model X.onnx` (needs the onnx extra)."""
+    try:
+        from edgebuf.vision.model import export_onnx
+        written = export_onnx(weights, out, imgsz=imgsz)
+    except ImportError as exc:
+        raise click.ClickException(
+            f"{exc}; install the onnx extra: pip install 'edgebuf[onnx]'") from None
+    click.echo(written)
+
+
 def _register_optional() -> None:
     from edgebuf.drill import drill_command
 

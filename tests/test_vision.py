@@ -135,3 +135,30 @@ def test_attach_logs_every_predict_into_the_cloud(tmp_path, model):
         assert [d["class_name"] for d in dets] == [result.names[int(c)] for c in result.boxes.cls]
         assert [d["confidence"] for d in dets] == pytest.approx(result.boxes.conf.tolist(), abs=1e-4)
     assert sum(len(i["prediction"]["detections"]) for i in by_seq[:6]) >= 6  # parts were found
+
+
+def test_onnx_export_finds_what_the_weights_find(tmp_path):
+    """`edgebuf export-onnx` writes a model that ultralytics runs with onnxruntime; on
+    held-out frames its detections match the .pt's, and it names itself by its own hash."""
+    pytest.importorskip("onnxruntime")
+    from click.testing import CliRunner
+
+    from edgebuf.cli import main
+    from edgebuf.vision.detector import UltralyticsDetector
+
+    out = tmp_path / "conveyor.onnx"
+    result = CliRunner().invoke(main, ["export-onnx", "--model", str(WEIGHTS), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert out.stat().st_size > 1_000_000 and not (tmp_path / "conveyor_yolov8n.onnx").exists()
+    onnx, pt = UltralyticsDetector(out), UltralyticsDetector(WEIGHTS)
+    assert onnx.model_version.startswith("conveyor@") and onnx.model_version != pt.model_version
+    compared = 0
+    for i in range(8):
+        img, _ = render_frame(1000, i)
+        a, b = onnx.detect(bgr(img))["detections"], pt.detect(bgr(img))["detections"]
+        assert [d["class_name"] for d in a] == [d["class_name"] for d in b]
+        for da, db in zip(a, b):
+            assert np.allclose(da["box"], db["box"], atol=1.0)
+            assert abs(da["confidence"] - db["confidence"]) < 0.02
+            compared += 1
+    assert compared >= 10

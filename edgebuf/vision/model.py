@@ -81,3 +81,24 @@ def load_yolo(path: str | os.PathLike[str], task: str = "detect") -> Any:
     from ultralytics import YOLO
 
     return YOLO(str(path), task=task)
+
+
+def export_onnx(weights: str | os.PathLike[str], out: str | os.PathLike[str] | None = None,
+                *, imgsz: int = 320) -> Path:
+    """Export ``weights`` to ONNX (fixed ``imgsz`` input, simplified graph) and return the
+    ``.onnx`` path; ``load_yolo`` and ``edgebuf edge --model`` take it like the ``.pt``.
+
+    On a small box onnxruntime alone runs the model without torch at inference time.
+    Needs the ``onnx`` extra (onnx, onnxslim to write it; onnxruntime to run it).
+    """
+    target = Path(weights).with_suffix(".onnx") if out is None else Path(out)
+    # ultralytics writes the export beside its input: work on a copy, so the weights'
+    # folder may be read-only and nothing but ``target`` appears.
+    with tempfile.TemporaryDirectory(prefix="edgebuf-onnx-") as scratch:
+        copy = Path(scratch) / f"{target.stem}.pt"
+        shutil.copyfile(weights, copy)
+        written = load_yolo(copy).export(format="onnx", imgsz=imgsz, simplify=True,
+                                         dynamic=False, verbose=False)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(written, target)
+    return target
