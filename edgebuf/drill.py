@@ -23,6 +23,7 @@ from pathlib import Path
 import click
 
 from edgebuf.monitor import BufferMonitor
+from edgebuf.producer import command as producer_command
 from edgebuf.verify import audit, fetch_predictions
 
 
@@ -85,31 +86,11 @@ class _Camera:
     def start(self) -> None:
         done = len(self.ids)
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "edgebuf.producer",
-                "--db",
-                str(self.db),
-                "--endpoint",
-                self.endpoint,
-                "--device",
-                self.device,
-                "--count",
-                str(self.total - done),
-                "--start-frame",
-                str(done),
-                "--fps",
-                str(self.cfg.fps),
-                "--seed",
-                str(self.seed + done),
-                "--batch-timeout",
-                str(self.cfg.batch_timeout),
-                "--monitor-interval",
-                str(self.cfg.monitor_interval),
-                "--flush",
-                str(self.cfg.drain_timeout),
-            ],
+            producer_command(
+                self.db, self.endpoint, self.device, count=self.total - done, start_frame=done,
+                fps=self.cfg.fps, seed=self.seed + done, flush=self.cfg.drain_timeout,
+                batch_timeout=self.cfg.batch_timeout, monitor_interval=self.cfg.monitor_interval,
+            ),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

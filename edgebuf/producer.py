@@ -10,12 +10,35 @@ must reach the cloud exactly once.
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import signal
 import sys
 import time
 
 from edgebuf.client import EnhancedAsyncLoggingClient
+
+
+def command(
+    db: str | os.PathLike[str],
+    endpoint: str,
+    device: str,
+    *,
+    count: int = 1000,
+    start_frame: int = 0,
+    fps: float = 0.0,
+    seed: int = 0,
+    flush: float = 0.0,
+    batch_timeout: float = 0.2,
+    monitor_interval: float = 0.5,
+) -> list[str]:
+    """The argv that runs this producer as a real process (drills and tests kill it)."""
+    return [
+        sys.executable, "-m", "edgebuf.producer", "--db", str(db), "--endpoint", endpoint,
+        "--device", device, "--count", str(count), "--start-frame", str(start_frame),
+        "--fps", str(fps), "--seed", str(seed), "--flush", str(flush),
+        "--batch-timeout", str(batch_timeout), "--monitor-interval", str(monitor_interval),
+    ]  # fmt: skip
 
 
 def fake_prediction(rng: random.Random, frame: int) -> dict:

@@ -25,12 +25,12 @@ from pathlib import Path
 import httpx
 
 from edgebuf.faults import FaultProxy, kill_process
+from edgebuf.producer import command as producer_command
 from edgebuf.records import prepare_record
 from edgebuf.repair import check_integrity
 from edgebuf.store import LocalBufferManager
+from edgebuf.testing import FAST_SETTINGS
 from edgebuf.verify import audit, fetch_gaps
-
-FAST = ["--batch-timeout", "0.2", "--monitor-interval", "0.5"]
 
 
 @dataclass
@@ -80,28 +80,8 @@ class _Producer:
     ) -> None:
         self.ids: list[str] = []
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "edgebuf.producer",
-                "--db",
-                str(db),
-                "--endpoint",
-                endpoint,
-                "--device",
-                device,
-                "--count",
-                str(count),
-                "--start-frame",
-                str(start),
-                "--fps",
-                str(fps),
-                "--seed",
-                str(seed),
-                "--flush",
-                str(flush),
-                *FAST,
-            ],
+            producer_command(db, endpoint, device, count=count, start_frame=start, fps=fps,
+                             seed=seed, flush=flush),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -342,16 +322,7 @@ def _fault_trial(
     device = re.sub(r"\W+", "-", name).strip("-")
     dup_before = _duplicates_received(cloud.url)
     with FaultProxy(cloud.url) as proxy:
-        settings = dict(
-            batch_timeout=0.2,
-            monitor_interval=0.3,
-            health_timeout=1.0,
-            request_timeout=1.0,
-            max_retries=2,
-            backoff_base=0.05,
-            backoff_cap=0.5,
-        )
-        settings.update(client_kw)
+        settings = {**FAST_SETTINGS, "request_timeout": 1.0, "backoff_cap": 0.5, **client_kw}
         client = EnhancedAsyncLoggingClient(proxy.url, work / f"{device}.db", device, **settings)
         ids = []
         with client:

@@ -21,7 +21,7 @@ from PIL import Image
 from cloud.testing import CloudServer, free_port
 from edgebuf import BufferMonitor, EnhancedAsyncLoggingClient
 from edgebuf.edge_service import EdgeService, create_edge_app
-from edgebuf.testing import ScriptedCloud
+from edgebuf.testing import FAST_SETTINGS, ScriptedCloud
 from edgebuf.verify import fetch_predictions
 from edgebuf.vision.detector import FakeDetector
 from edgebuf.vision.sources import SourceError, open_source
@@ -32,8 +32,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 # Starlette's TestClient warns that its httpx support is deprecated; only noise here.
 pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
 
-FAST = {"batch_timeout": 0.2, "monitor_interval": 0.3, "health_timeout": 1.0,
-        "request_timeout": 2.0, "max_retries": 2, "backoff_base": 0.05, "backoff_cap": 0.3}
+FAST = FAST_SETTINGS
 
 
 def write_images(folder: Path, n: int) -> Path:

@@ -17,18 +17,14 @@ import pytest
 from cloud.testing import CloudServer
 from edgebuf import EnhancedAsyncLoggingClient
 from edgebuf.faults import EventLog, Fault, FaultProxy, kill_process
+from edgebuf.testing import FAST_SETTINGS
 from edgebuf.verify import audit
 
-FAST = dict(
-    drain_concurrency=1,  # one request at a time: these tests time individual requests
-    batch_timeout=0.2,
-    monitor_interval=0.3,
-    health_timeout=1.0,
-    request_timeout=1.0,
-    max_retries=2,
-    backoff_base=0.05,
-    backoff_cap=0.3,
-)
+FAST = {
+    **FAST_SETTINGS,
+    "drain_concurrency": 1,  # one request at a time: these tests time individual requests
+    "request_timeout": 1.0,
+}
 DET = {"detections": [{"class_name": "part", "confidence": 0.8, "box": [1, 2, 3, 4]}]}
 
 

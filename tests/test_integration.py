@@ -7,24 +7,17 @@ from __future__ import annotations
 import random
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 
 from cloud.testing import CloudServer
 from edgebuf import EnhancedAsyncLoggingClient, LocalBufferManager
+from edgebuf.producer import command as producer_command
+from edgebuf.testing import FAST_SETTINGS
 from edgebuf.verify import audit
 
-FAST = dict(
-    batch_timeout=0.2,
-    monitor_interval=0.3,
-    health_timeout=1.0,
-    request_timeout=2.0,
-    max_retries=2,
-    backoff_base=0.05,
-    backoff_cap=0.3,
-)
+FAST = FAST_SETTINGS
 DET = {"detections": [{"class_name": "part", "confidence": 0.8, "box": [1, 2, 3, 4]}]}
 
 
@@ -90,27 +83,8 @@ def test_close_is_bounded_with_a_hung_cloud_and_nothing_is_marked_sent(server, t
 
 def producer(server, db, start, count, seed, flush=0.0):
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "edgebuf.producer",
-            "--db",
-            str(db),
-            "--endpoint",
-            server.url,
-            "--device",
-            "cam-9",
-            "--count",
-            str(count),
-            "--start-frame",
-            str(start),
-            "--seed",
-            str(seed),
-            "--fps",
-            "400",
-            "--flush",
-            str(flush),
-        ],
+        producer_command(db, server.url, "cam-9", count=count, start_frame=start, seed=seed,
+                         fps=400, flush=flush),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 
 from cloud.testing import CloudServer
 from edgebuf import LocalBufferManager
+from edgebuf.producer import command as producer_command
 from edgebuf.verify import fetch_predictions
 
 
@@ -25,21 +25,7 @@ def server(tmp_path):
 
 def start_producer(server, db, count=100_000):
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "edgebuf.producer",
-            "--db",
-            str(db),
-            "--endpoint",
-            server.url,
-            "--device",
-            "cam-t",
-            "--count",
-            str(count),
-            "--fps",
-            "300",
-        ],
+        producer_command(db, server.url, "cam-t", count=count, fps=300),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -84,21 +70,7 @@ def test_sigterm_with_backlog_is_bounded_and_loses_nothing(server, tmp_path, fau
     final.send_signal(signal.SIGTERM)
     final.communicate(timeout=30)
     resumed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "edgebuf.producer",
-            "--db",
-            str(db),
-            "--endpoint",
-            server.url,
-            "--device",
-            "cam-t",
-            "--count",
-            "0",
-            "--flush",
-            "30",
-        ],
+        producer_command(db, server.url, "cam-t", count=0, flush=30),
         capture_output=True,
         text=True,
         timeout=60,

@@ -5,7 +5,6 @@ duplicates, edge memory flat, drain time reported. Run with `pytest -m slow`."""
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 
 import httpx
@@ -13,6 +12,7 @@ import pytest
 
 from cloud.testing import CloudServer
 from edgebuf import EnhancedAsyncLoggingClient
+from edgebuf.producer import command as producer_command
 from edgebuf.verify import fetch_gaps
 
 N = 1_000_000
@@ -38,21 +38,7 @@ def test_one_million_record_backlog_drains_exactly_once(tmp_path, capsys):
     with CloudServer(f"sqlite:///{tmp_path}/cloud.db") as cloud:
         started = time.monotonic()
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "edgebuf.producer",
-                "--db",
-                str(db),
-                "--endpoint",
-                cloud.url,
-                "--device",
-                "soak-cam",
-                "--count",
-                "0",
-                "--flush",
-                "1200",
-            ],
+            producer_command(db, cloud.url, "soak-cam", count=0, flush=1200),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,

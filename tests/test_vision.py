@@ -13,6 +13,7 @@ import pytest
 
 from cloud.testing import CloudServer
 from edgebuf import EnhancedAsyncLoggingClient
+from edgebuf.testing import FAST_SETTINGS
 from edgebuf.verify import fetch_predictions
 from edgebuf.vision.model import DEFAULT_WEIGHTS, model_version, prepare_offline
 from edgebuf.vision.synthetic import CLASS_NAMES, render_frame, write_dataset
@@ -28,8 +29,7 @@ except ImportError:  # pragma: no cover - the yolo extra is part of the test set
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = ROOT / DEFAULT_WEIGHTS
 ASSETS = Path(ultralytics.__file__).parent / "assets"
-FAST = {"batch_timeout": 0.2, "monitor_interval": 0.3, "health_timeout": 1.0,
-        "request_timeout": 2.0, "max_retries": 2, "backoff_base": 0.05, "backoff_cap": 0.3}
+FAST = FAST_SETTINGS
 # The bar the shipped weights must clear on 32 held-out frames (seed 1000, never trained
 # or validated on): found / labelled objects at IoU >= 0.5 and confidence >= 0.25.
 PART_RECALL_BAR = 0.95
