@@ -71,7 +71,20 @@ def translate(exc: sqlite3.Error, doing: str) -> StorageError:
 
 def effective_metadata(conn: sqlite3.Connection) -> dict[str, float]:
     """Counters and sequence positions of a buffer, exact, from any connection: the
-    folded values plus the rows above ``counted_through`` (see ``LocalBufferManager.fold``)."""
+    folded values plus the rows above ``counted_through`` (see ``LocalBufferManager.fold``).
+
+    Both reads see one snapshot, so a fold or delete committed by the writer in between
+    cannot count a row twice or not at all."""
+    if conn.in_transaction:
+        return _effective_metadata(conn)
+    conn.execute("BEGIN")  # deferred: a read snapshot (WAL), no write lock
+    try:
+        return _effective_metadata(conn)
+    finally:
+        conn.execute("COMMIT")
+
+
+def _effective_metadata(conn: sqlite3.Connection) -> dict[str, float]:
     meta = dict(conn.execute("SELECT key, value FROM buffer_metadata").fetchall())
     through = meta.pop(COUNTED_THROUGH, None)
     if through is None:  # a schema-1 buffer opened read-only: every row is counted

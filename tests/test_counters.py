@@ -53,6 +53,7 @@ def test_insert_writes_no_counter_and_readers_still_see_exact_counts(tmp_path):
         assert folded_on_disk(path)["total_buffered"] == 0  # the commits wrote rows only
         reader = sqlite3.connect(f"file:{path}?mode=ro", uri=True)  # another connection
         seen = effective_metadata(reader)
+        assert not reader.in_transaction  # its read snapshot is released again
         reader.close()
         assert {k: seen[k] for k in ("total_buffered", "live_bytes", "seq:cam")} == from_rows(path)
         assert store.fold() == 11 and store.fold() == 0
