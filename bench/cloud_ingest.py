@@ -219,7 +219,7 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=10.0, help="measured seconds per config")
     p.add_argument("--warmup", type=float, default=1.0, help="seconds before measuring")
     p.add_argument("--batch", type=int, default=32, help="records per request")
-    p.add_argument("--max-rate", type=float, default=20_000,
+    p.add_argument("--max-rate", type=float, default=60_000,
                    help="records/s the pre-built bodies must last for (an upper bound)")
     p.add_argument("--no-postgres", action="store_true", help="SQLite configurations only")
     args = p.parse_args()

@@ -17,8 +17,9 @@ SQLite (embedded/local mode, one host):
     SELECT or DDL), so reads see one snapshot and migrations are transactional.
 
 PostgreSQL (the scale path, many replicas): a QueuePool per process of `db_pool_size`
-(default 10) connections plus `db_max_overflow` (default 10) temporary ones, waiting at
-most `db_pool_timeout` (default 10 s) for a free one before the request becomes a 503.
+(default 20) connections, kept open once opened, and `db_max_overflow` (default 0) more
+that are closed on return (a new backend per request under steady load: avoid), waiting
+at most `db_pool_timeout` (default 10 s) for a free one before the request becomes a 503.
 So one replica holds at most 20 connections; PostgreSQL's default max_connections=100
 leaves room for four replicas plus admin sessions. A connection idle for
 `db_ping_after_idle` seconds is pinged before use, so one killed by a database restart is

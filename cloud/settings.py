@@ -61,12 +61,15 @@ class CloudSettings(BaseSettings):
     )
     max_batch_records: int = Field(5000, ge=1)
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
-    # Pool per process: 10 kept + 10 overflow = at most 20 connections, so at most 20 of
+    # Pool per process: at most 20 connections, all kept once opened, so at most 20 of
     # anyio's 40 worker threads use the database at once (the others wait up to
     # db_pool_timeout, then get a 503), and four replicas stay under PostgreSQL's default
-    # max_connections=100 with room for admin sessions.
-    db_pool_size: int = Field(10, ge=1)
-    db_max_overflow: int = Field(10, ge=0)
+    # max_connections=100 with room for admin sessions. No overflow by default: SQLAlchemy
+    # closes an overflow connection when it is returned, so 16 devices on a pool of 10
+    # opened and closed a PostgreSQL backend for most requests (measured: ~13% of the
+    # machine's CPU in backend start-up, bench/cloud_ingest.py).
+    db_pool_size: int = Field(20, ge=1)
+    db_max_overflow: int = Field(0, ge=0)
     db_pool_timeout: float = Field(10.0, gt=0)
     db_pool_recycle: int = Field(1800, ge=-1)
     db_connect_timeout: int = Field(5, ge=1)
