@@ -224,7 +224,7 @@ def main() -> None:
     p.add_argument("--no-postgres", action="store_true", help="SQLite configurations only")
     args = p.parse_args()
     if args.smoke:
-        args.devices, args.seconds, args.warmup = 4, 1.0, 0.3
+        args.devices, args.seconds, args.warmup, args.max_rate = 4, 1.0, 0.3, 5_000.0
     use_pg = not args.no_postgres and bl.postgres_reachable()
     if not args.no_postgres and not use_pg:
         if not args.smoke:
