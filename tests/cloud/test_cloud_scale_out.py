@@ -111,3 +111,46 @@ def test_server_killed_and_restarted_keeps_its_records(tmp_path, helpers):
         assert httpx.get(f"{server.url}/health", timeout=5).status_code == 200
     finally:
         server.close()
+
+
+@pytest.mark.postgres
+def test_steady_load_reuses_pooled_connections(pg_database_factory, helpers):
+    """16 devices posting at once must not fork a PostgreSQL backend per request: the pool
+    keeps what it opened (overflow connections, closed on return, once did exactly that)."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    url = pg_database_factory()
+    database = make_url(url).database
+    conninfo = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+    def backends() -> set[int]:
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            return {pid for (pid,) in conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = %s"
+                " AND application_name = 'edgebuf-cloud'", (database,))}
+
+    def wave(server: CloudServer, tag: str) -> None:
+        def device(d: int) -> None:
+            with httpx.Client(timeout=30) as client:
+                for b in range(6):
+                    seqs = range(b * BATCH + 1, (b + 1) * BATCH + 1)
+                    body = helpers.batch(f"{tag}-{d}", [
+                        helpers.record(f"{tag}-{d}-{s}", s) for s in seqs])
+                    assert client.post(f"{server.url}/log", json=body).status_code == 200
+
+        threads = [threading.Thread(target=device, args=(d,)) for d in range(16)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+
+    with CloudServer(url) as server:
+        wave(server, "warm")
+        seen = [backends()]
+        for n in range(3):
+            wave(server, f"steady{n}")
+            seen.append(backends())
+    assert seen[0] and all(len(s) <= 20 for s in seen)
+    for earlier, later in zip(seen, seen[1:]):  # the pool may grow to 20; it never closes one
+        assert earlier <= later, f"backends closed under steady load: {sorted(earlier - later)}"
