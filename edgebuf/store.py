@@ -163,6 +163,10 @@ class Batch:
         return len(self.records)
 
 
+_INSERT_ROW = (
+    "INSERT INTO prediction_buffer (record_id, device_id, seq, prediction_data, image_id,"
+    " model_version, timestamp, buffered_at, priority) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 _CLAIM_COLUMNS = "id, record_id, device_id, seq, image_id, timestamp, model_version, prediction_data, retry_count"
 
 
@@ -369,20 +373,6 @@ class LocalBufferManager:
         n = len(records)
         ids = new_record_ids(n)
         added = sum(len(r.prediction_json) for r in records) + n * ROW_OVERHEAD
-        sql = (
-            "INSERT INTO prediction_buffer (record_id, device_id, seq, prediction_data,"
-            " image_id, model_version, timestamp, buffered_at, priority)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        )
-
-        def rows_from(first_seq: int) -> list[tuple]:
-            return [
-                (rid, device_id, seq, text, image_id, model_version, timestamp, now, priority)
-                for rid, seq, (text, image_id, timestamp, model_version, priority) in zip(
-                    ids, range(first_seq, first_seq + n), records
-                )
-            ]
-
         with self._lock:  # the remembered sequence and bound change with the commit, atomically
             last_seq = self._last_seq.get(device_id) if self._exclusive else None
             upper = self._live_upper if self._exclusive else None
@@ -392,11 +382,16 @@ class LocalBufferManager:
             live_after = None
             if n == 1 and last_seq is not None and fits:
                 # The common call: nothing to read first, so the INSERT is the transaction.
-                with self._storage_errors("store the prediction"):
-                    if self._closed:
-                        raise StorageError("the buffer is closed")
-                    self._conn.execute(sql, rows_from(last_seq + 1)[0])
-                    self._commits += 1
+                if self._closed:
+                    raise StorageError("the buffer is closed")
+                text, image_id, timestamp, model_version, priority = records[0]
+                row = (ids[0], device_id, last_seq + 1, text, image_id, model_version,
+                       timestamp, now, priority)  # fmt: skip
+                try:
+                    self._conn.execute(_INSERT_ROW, row)
+                except sqlite3.Error as exc:
+                    raise translate(exc, "store the prediction") from exc
+                self._commits += 1
             else:
                 with self._storage_errors("store the prediction"), self._tx() as conn:
                     if last_seq is None:
@@ -406,11 +401,14 @@ class LocalBufferManager:
                         self.fold(conn)
                         before_commit(conn, records, self._folded(conn, "live_bytes") + added)
                         live_after = self._folded(conn, "live_bytes") + added
-                    rows = rows_from(last_seq + 1)
-                    if n == 1:
-                        conn.execute(sql, rows[0])
-                    else:
-                        conn.executemany(sql, rows)
+                    first = last_seq + 1
+                    rows = [
+                        (rid, device_id, seq, text, image_id, model_version, ts, now, priority)
+                        for rid, seq, (text, image_id, ts, model_version, priority) in zip(
+                            ids, range(first, first + n), records
+                        )
+                    ]
+                    conn.executemany(_INSERT_ROW, rows)
             # Committed: advance what this store remembers.
             self._last_seq[device_id] = last_seq + n
             if live_after is not None:
