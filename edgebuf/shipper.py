@@ -146,7 +146,7 @@ class ShippingLoop:
             # Fold the WAL into the database off the hot path, so log_prediction seldom
             # pays for SQLite's automatic checkpoint (its p99) and the WAL stays small.
             self.next_checkpoint = now + CHECKPOINT_EVERY
-            self.store.fold()  # counters catch up with the rows committed since
+            self.store.fold_in_steps()  # counters catch up with the rows committed since
             self.store.checkpoint_in_background()
         if now >= self.next_maintenance:
             self.next_maintenance = now + MAINTENANCE_EVERY

@@ -134,3 +134,15 @@ def test_a_schema_1_buffer_keeps_its_counters(tmp_path):
         assert store.metadata()["total_buffered"] == 6 and store.metadata()["seq:cam"] == 6
     assert folded_on_disk(path)[COUNTED_THROUGH] == 6
 
+
+
+def test_folding_in_steps_counts_every_row_once(tmp_path):
+    path = tmp_path / "b.db"
+    with LocalBufferManager(path) as store:
+        store.add_predictions("cam", [rec(i) for i in range(25)])
+        assert store.fold(limit=10) == 10 and folded_on_disk(path)[COUNTED_THROUGH] == 10
+        store.execute_write("DELETE FROM prediction_buffer WHERE id BETWEEN 12 AND 20")  # a hole
+        assert store.fold_in_steps(step=4) == 6  # 11, then 21..25 past the hole
+        assert store.fold_in_steps(step=4) == 0
+        meta = folded_on_disk(path)
+        assert meta["total_buffered"] == 16 and meta[COUNTED_THROUGH] == 25 and meta["seq:cam"] == 25

@@ -137,9 +137,9 @@ class StoreMachine(RuleBasedStateMachine):
         self.state[newest] = "pending"
         self.seq += 1
 
-    @rule()
-    def fold(self):
-        self.store.fold()
+    @rule(limit=st.none() | st.integers(1, 10))
+    def fold(self, limit):
+        self.store.fold(limit=limit)
 
     @rule()
     def crash_and_reopen(self):
