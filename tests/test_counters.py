@@ -146,3 +146,42 @@ def test_folding_in_steps_counts_every_row_once(tmp_path):
         assert store.fold_in_steps(step=4) == 0
         meta = folded_on_disk(path)
         assert meta["total_buffered"] == 16 and meta[COUNTED_THROUGH] == 25 and meta["seq:cam"] == 25
+
+
+def test_threads_logging_at_once_get_unique_gapless_sequences(tmp_path):
+    """The one-row fast path reads the remembered sequence and commits under one lock:
+    eight threads logging (single and bulk calls mixed) must never share a number."""
+    import threading
+
+    from edgebuf import EnhancedAsyncLoggingClient
+
+    client = EnhancedAsyncLoggingClient("http://127.0.0.1:9", tmp_path / "b.db", "cam")
+    ids: list[str] = []
+    lock = threading.Lock()
+
+    def worker(w: int) -> None:
+        mine = []
+        for i in range(150):
+            if i % 10 == 0:
+                mine += client.log_predictions([{"prediction": {"w": w, "i": i, "k": k}}
+                                                for k in range(5)])
+            else:
+                mine.append(client.log_prediction({"w": w, "i": i}))
+        with lock:
+            ids.extend(mine)
+
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    meta = client.store.metadata()
+    client.close(timeout=0)
+    expected = 8 * (135 + 15 * 5)
+    assert len(ids) == len(set(ids)) == expected
+    seqs = sorted(s for (s,) in sqlite3.connect(tmp_path / "b.db").execute(
+        "SELECT seq FROM prediction_buffer"))
+    assert seqs == list(range(1, expected + 1))
+    assert meta["total_buffered"] == expected and meta["seq:cam"] == expected
+    assert from_rows(tmp_path / "b.db") == {
+        "total_buffered": expected, "live_bytes": meta["live_bytes"], "seq:cam": expected}
