@@ -165,7 +165,8 @@ def test_dropped_acknowledgements_are_deduplicated_by_the_cloud(cloud, proxy, cl
     proxy.pass_through()
     delivered_once(cloud, client, ids)
     counts = proxy.counters()
-    assert counts["by_outcome"]["dropped_ack"] >= 2 and counts["accepted"] == 64
+    # One request or several: 64 records may all be committed before the first claim.
+    assert counts["by_outcome"]["dropped_ack"] >= 1 and counts["accepted"] == 64
     assert counts["duplicates"] >= 64  # and received again after it
     stats = httpx.get(f"{cloud.url}/stats", params={"device_id": client.device_id}).json()
     assert stats["total_records"] == 64
