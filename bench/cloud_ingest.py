@@ -1,6 +1,7 @@
 """Cloud ingest: records/s and request latency of the real cloud service under many devices.
 
-    python bench/cloud_ingest.py [--devices 16] [--seconds 10] [--batch 32] [--no-postgres]
+    python bench/cloud_ingest.py [--devices 16] [--seconds 10] [--batch 32] [--max-rate 60000]
+                                 [--no-postgres]
 
 Each configuration starts real ``python -m cloud`` processes on 127.0.0.1 and a fresh
 database, then ``--devices`` threads, each a simulated device with its own httpx client
