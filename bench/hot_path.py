@@ -82,11 +82,16 @@ def summarise(run: dict[str, Any], per_call: int) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------- cases
-def _raw_connection(path: Path, sync: str) -> sqlite3.Connection:
+RAW_TABLE = ("CREATE TABLE records (id INTEGER PRIMARY KEY, data TEXT NOT NULL)",)
+
+
+def _raw_connection(path: Path, sync: str, schema: tuple[str, ...] = RAW_TABLE
+                    ) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None)  # autocommit: one INSERT = one commit
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={sync}")
-    conn.execute("CREATE TABLE records (id INTEGER PRIMARY KEY, data TEXT NOT NULL)")
+    for statement in schema:
+        conn.execute(statement)
     return conn
 
 
@@ -128,11 +133,7 @@ def raw_bulk_schema(path: Path, preds: list[dict], n: int, warmup: int, mode: st
     """executemany of the same rows straight into edgebuf's own table and index: what
     SQLite alone charges for the columns exactly-once delivery keeps (record id, device,
     sequence, timestamps, status index), with none of edgebuf's Python around it."""
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute(f"PRAGMA synchronous={SYNC[mode]}")
-    for statement in CREATE_STATEMENTS:
-        conn.execute(statement)
+    conn = _raw_connection(path, SYNC[mode], CREATE_STATEMENTS)
     dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
     sql = ("INSERT INTO prediction_buffer (record_id, device_id, seq, prediction_data, image_id,"
            " model_version, timestamp, buffered_at, priority) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")

@@ -184,9 +184,7 @@ def prepare_records(items: Iterable[Any], *, now: float, max_bytes: int) -> list
     append = prepared.append
     for i, item in enumerate(items):
         try:
-            if type(item) is not dict and not isinstance(item, Mapping):
-                raise RecordTypeError("must be a dict with a 'prediction' key")
-            if "prediction" not in item:
+            if not isinstance(item, Mapping) or "prediction" not in item:
                 raise RecordTypeError("must be a dict with a 'prediction' key")
             if len(item) > 1 and not ITEM_KEYS.issuperset(item):
                 raise RecordTypeError(f"has unknown keys: {sorted(set(item) - ITEM_KEYS)}")

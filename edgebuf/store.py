@@ -89,16 +89,27 @@ def _effective_metadata(conn: sqlite3.Connection) -> dict[str, float]:
     through = meta.pop(COUNTED_THROUGH, None)
     if through is None:  # a schema-1 buffer opened read-only: every row is counted
         return meta
-    for device, count, top, chars in conn.execute(
-        "SELECT device_id, count(*), max(seq), coalesce(sum(length(prediction_data)), 0)"
-        " FROM prediction_buffer WHERE id > ? GROUP BY device_id",
-        (through,),
-    ):
+    for device, count, top, chars, _ in unfolded_rows(conn, int(through)):
         meta["total_buffered"] = meta.get("total_buffered", 0) + count
         meta["live_bytes"] = meta.get("live_bytes", 0) + chars + count * ROW_OVERHEAD
         key = SEQ_PREFIX + device
         meta[key] = max(meta.get(key, 0), top)
     return meta
+
+
+def unfolded_rows(
+    conn: sqlite3.Connection, through: int, limit: int | None = None
+) -> list[tuple[str, int, int, int, int]]:
+    """[(device, rows, max seq, JSON chars, max id)] of the rows above ``through`` (ids up to
+    ``through + limit`` when given), the rows ``fold`` has not yet counted. Ids above the
+    mark have no holes (a delete folds everything first), so a range of ids is a prefix."""
+    upper = -1 if limit is None else through + limit
+    return conn.execute(
+        "SELECT device_id, count(*), max(seq), coalesce(sum(length(prediction_data)), 0),"
+        " max(id) FROM prediction_buffer WHERE id > ? AND (? < 0 OR id <= ?)"
+        " GROUP BY device_id",
+        (through, upper, upper),
+    ).fetchall()
 
 
 def new_record_ids(n: int) -> list[str]:
@@ -428,23 +439,6 @@ class LocalBufferManager:
             conn.execute("SELECT value FROM buffer_metadata WHERE key = ?", (key,)).fetchone()[0]
         )
 
-    @staticmethod
-    def _unfolded(
-        conn: sqlite3.Connection, limit: int | None = None
-    ) -> tuple[int, list[tuple[str, int, int, int, int]]]:
-        """(counted_through, [(device, rows, max seq, JSON chars, max id)] above it), for
-        ids up to ``counted_through + limit`` when ``limit`` is given. Ids above the mark
-        have no holes (a delete folds everything first), so a range of ids is a prefix."""
-        through = LocalBufferManager._folded(conn, COUNTED_THROUGH)
-        upper = -1 if limit is None else through + limit
-        rows = conn.execute(
-            "SELECT device_id, count(*), max(seq), coalesce(sum(length(prediction_data)), 0),"
-            " max(id) FROM prediction_buffer WHERE id > ? AND (? < 0 OR id <= ?)"
-            " GROUP BY device_id",
-            (through, upper, upper),
-        ).fetchall()
-        return through, rows
-
     def fold_in_steps(self, step: int = 2048) -> int:
         """Fold everything, ``step`` rows per transaction, releasing the writer lock in
         between: at ~1 µs a row, a logging call waits at most a couple of ms behind it."""
@@ -475,7 +469,7 @@ class LocalBufferManager:
         if conn is None:
             with self._storage_errors("update the counters"), self._tx() as own:
                 return self.fold(own, limit=limit)
-        _, rows = self._unfolded(conn, limit)
+        rows = unfolded_rows(conn, self._folded(conn, COUNTED_THROUGH), limit)
         if not rows:
             return 0
         count = sum(r[1] for r in rows)
