@@ -7,7 +7,7 @@ backlog when the cloud returns; the cloud de-duplicates by record id.
 from edgebuf.client import EnhancedAsyncLoggingClient
 from edgebuf.clock import Clock, FakeClock, SystemClock
 from edgebuf.config import EdgeSettings
-from edgebuf.connectivity import ConnectivityMonitor
+from edgebuf.delivery.connectivity import ConnectivityMonitor
 from edgebuf.errors import (
     BufferCorruptError,
     BufferFullError,
@@ -19,11 +19,11 @@ from edgebuf.errors import (
     RecordTypeError,
     StorageError,
 )
-from edgebuf.monitor import BufferMonitor, StatsExport
-from edgebuf.recovery import BufferRecoveryManager
-from edgebuf.schema import Status
+from edgebuf.ops.monitor import BufferMonitor, StatsExport
+from edgebuf.delivery.recovery import BufferRecoveryManager
+from edgebuf.store.schema import Status
 from edgebuf.store import LocalBufferManager
-from edgebuf.transport import HttpTransport, SendResult, Transport
+from edgebuf.delivery.transport import HttpTransport, SendResult, Transport
 
 __version__ = "0.1.0"
 

@@ -20,11 +20,11 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from edgebuf.capacity import CapacityManager
+from edgebuf.space.capacity import CapacityManager
 from edgebuf.clock import Clock, SystemClock
 from edgebuf.config import EdgeSettings, load_settings
-from edgebuf.connectivity import DOWN, UP, ConnectivityMonitor
-from edgebuf.diskspace import DiskReserve
+from edgebuf.delivery.connectivity import DOWN, UP, ConnectivityMonitor
+from edgebuf.space.reserve import DiskReserve
 from edgebuf.errors import (
     BufferCorruptError,
     BufferFullError,
@@ -33,11 +33,11 @@ from edgebuf.errors import (
     StorageError,
 )
 from edgebuf.records import NewRecord, prepare_record, prepare_records
-from edgebuf.recovery import BufferRecoveryManager
-from edgebuf.sender import Sender
-from edgebuf.shipper import ShippingLoop
+from edgebuf.delivery.recovery import BufferRecoveryManager
+from edgebuf.delivery.sender import Sender
+from edgebuf.delivery.shipper import ShippingLoop
 from edgebuf.store import LocalBufferManager
-from edgebuf.transport import HttpTransport, Transport
+from edgebuf.delivery.transport import HttpTransport, Transport
 
 log = logging.getLogger("edgebuf.client")
 
@@ -159,7 +159,7 @@ class EnhancedAsyncLoggingClient:
         except BufferCorruptError:
             if not s.auto_repair:
                 raise
-        from edgebuf.monitor import repair_db
+        from edgebuf.ops.monitor import repair_db
 
         report = repair_db(s.db_path)
         log.error("buffer %s was damaged and has been repaired: %s", s.db_path, report)
@@ -360,13 +360,13 @@ class EnhancedAsyncLoggingClient:
 
     def get_buffer_status(self) -> dict[str, Any]:
         """The monitor's full status (see ``BufferMonitor.get_full_status``)."""
-        from edgebuf.monitor import BufferMonitor
+        from edgebuf.ops.monitor import BufferMonitor
 
         return BufferMonitor(self.store, client=self).get_full_status()
 
     @property
     def monitor(self):
         """A ``BufferMonitor`` bound to this client."""
-        from edgebuf.monitor import BufferMonitor
+        from edgebuf.ops.monitor import BufferMonitor
 
         return BufferMonitor(self.store, client=self)

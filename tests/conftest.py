@@ -7,7 +7,7 @@ import random
 import pytest
 
 from edgebuf import EnhancedAsyncLoggingClient, FakeClock
-from edgebuf.testing import ScriptedCloud
+from edgebuf.lab.testing import ScriptedCloud
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import pytest
 from support import DET, drive
 
 from edgebuf import BufferFullError
-from edgebuf.capacity import HIGH_WATER, LOW_WATER
+from edgebuf.space.capacity import HIGH_WATER, LOW_WATER
 
 EMPTY = {"detections": []}
 CAP = 64 * 1024

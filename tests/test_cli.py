@@ -16,7 +16,7 @@ from edgebuf.records import prepare_record
 def run(*args, env=None):
     full_env = {**os.environ, **(env or {})}
     return subprocess.run(
-        [sys.executable, "-m", "edgebuf.cli", *args],
+        [sys.executable, "-m", "edgebuf.ops.cli", *args],
         capture_output=True,
         text=True,
         env=full_env,

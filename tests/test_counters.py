@@ -16,7 +16,7 @@ import pytest
 
 from edgebuf import LocalBufferManager
 from edgebuf.records import prepare_record
-from edgebuf.schema import COUNTED_THROUGH, ROW_OVERHEAD
+from edgebuf.store.schema import COUNTED_THROUGH, ROW_OVERHEAD
 from edgebuf.store import effective_metadata
 
 

@@ -23,7 +23,7 @@ from cloud.settings import CloudSettings
 from cloud.testing import free_port
 from edgebuf import BufferMonitor
 from edgebuf.config import EdgeSettings
-from edgebuf.verify import fetch_predictions
+from edgebuf.lab.verify import fetch_predictions
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -224,7 +224,7 @@ def test_every_port_is_the_one_the_service_listens_on():
     assert COMPOSE["services"]["logging-service"]["ports"] == [f"{cloud_port}:{cloud_port}"]
     assert container(by_kind("StatefulSet", "edge-inference"))["ports"][0]["containerPort"] == edge_port
     assert container(by_kind("Deployment", "logging-service"))["ports"][0]["containerPort"] == cloud_port
-    from edgebuf.edge_service import edge_command
+    from edgebuf.service.edge import edge_command
 
     defaults = {p.name: p.default for p in edge_command.params}
     assert defaults["port"] == edge_port
@@ -236,8 +236,8 @@ def test_probe_paths_answer_200_on_the_apps(tmp_path):
 
     from cloud.app import create_app
     from edgebuf import EnhancedAsyncLoggingClient
-    from edgebuf.edge_service import EdgeService, create_edge_app
-    from edgebuf.testing import ScriptedCloud
+    from edgebuf.service.edge import EdgeService, create_edge_app
+    from edgebuf.lab.testing import ScriptedCloud
     from edgebuf.vision.detector import FakeDetector
 
     buffer = EnhancedAsyncLoggingClient(db_path=tmp_path / "b.db", device_id="d",
@@ -270,7 +270,7 @@ def test_dockerfiles_copy_only_files_that_exist():
 # --------------------------------------------------------------------- the CMDs, run here
 def local_cmd(cmd: list[str], port: int) -> list[str]:
     """The container's CMD with this venv's interpreter, loopback and a free port."""
-    exe = {"python": [sys.executable], "edgebuf": [sys.executable, "-m", "edgebuf.cli"]}
+    exe = {"python": [sys.executable], "edgebuf": [sys.executable, "-m", "edgebuf.ops.cli"]}
     out = [*exe[cmd[0]], *cmd[1:]]
     out[out.index("--host") + 1] = "127.0.0.1"
     out[out.index("--port") + 1] = str(port)

@@ -13,7 +13,7 @@ def test_drill_passes_and_writes_its_outputs(tmp_path):
         [
             sys.executable,
             "-m",
-            "edgebuf.cli",
+            "edgebuf.ops.cli",
             "drill",
             "--duration",
             "6",
@@ -51,7 +51,7 @@ def test_drill_rejects_an_outage_past_the_end(tmp_path):
         [
             sys.executable,
             "-m",
-            "edgebuf.cli",
+            "edgebuf.ops.cli",
             "drill",
             "--duration",
             "2",

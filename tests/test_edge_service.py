@@ -20,9 +20,9 @@ from PIL import Image
 
 from cloud.testing import CloudServer, free_port
 from edgebuf import BufferMonitor, EnhancedAsyncLoggingClient
-from edgebuf.edge_service import EdgeService, create_edge_app
-from edgebuf.testing import FAST_SETTINGS, ScriptedCloud
-from edgebuf.verify import fetch_predictions
+from edgebuf.service.edge import EdgeService, create_edge_app
+from edgebuf.lab.testing import FAST_SETTINGS, ScriptedCloud
+from edgebuf.lab.verify import fetch_predictions
 from edgebuf.vision.detector import FakeDetector
 from edgebuf.vision.sources import SourceError, open_source
 
@@ -152,7 +152,7 @@ def start_edge(tmp_path, endpoint: str, source: str, *extra: str, flush: str = "
            "EDGEBUF_BATCH_TIMEOUT": "0.2", "EDGEBUF_MONITOR_INTERVAL": "0.3",
            "EDGEBUF_REQUEST_TIMEOUT": "1", "EDGEBUF_HEALTH_TIMEOUT": "0.5",
            "EDGEBUF_MAX_RETRIES": "1", "EDGEBUF_BACKOFF_BASE": "0.05"}
-    cmd = [sys.executable, "-m", "edgebuf.cli", "edge", "--source", source, "--detector",
+    cmd = [sys.executable, "-m", "edgebuf.ops.cli", "edge", "--source", source, "--detector",
            "fake", "--port", str(port), "--flush-timeout", flush, "--log-level", "warning",
            *extra]
     log = open(tmp_path / "edge.log", "wb")  # noqa: SIM115 - closed by the caller's proc

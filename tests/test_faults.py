@@ -16,9 +16,9 @@ import pytest
 
 from cloud.testing import CloudServer
 from edgebuf import EnhancedAsyncLoggingClient
-from edgebuf.faults import EventLog, Fault, FaultProxy, kill_process
-from edgebuf.testing import FAST_SETTINGS
-from edgebuf.verify import audit
+from edgebuf.lab.faults import EventLog, Fault, FaultProxy, kill_process
+from edgebuf.lab.testing import FAST_SETTINGS
+from edgebuf.lab.verify import audit
 
 FAST = {
     **FAST_SETTINGS,

@@ -13,9 +13,9 @@ import pytest
 
 from cloud.testing import CloudServer
 from edgebuf import EnhancedAsyncLoggingClient, LocalBufferManager
-from edgebuf.producer import command as producer_command
-from edgebuf.testing import FAST_SETTINGS
-from edgebuf.verify import audit
+from edgebuf.lab.producer import command as producer_command
+from edgebuf.lab.testing import FAST_SETTINGS
+from edgebuf.lab.verify import audit
 
 FAST = FAST_SETTINGS
 DET = {"detections": [{"class_name": "part", "confidence": 0.8, "box": [1, 2, 3, 4]}]}

@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from edgebuf.policy import RETRY_AFTER_CAP, Verdict, backoff_delay, classify
-from edgebuf.transport import SendResult, parse_retry_after
+from edgebuf.delivery.policy import RETRY_AFTER_CAP, Verdict, backoff_delay, classify
+from edgebuf.delivery.transport import SendResult, parse_retry_after
 
 
 @pytest.mark.parametrize(

@@ -6,8 +6,8 @@ import random
 
 from support import DET, drive
 
-from edgebuf.policy import backoff_delay
-from edgebuf.testing import Reply
+from edgebuf.delivery.policy import backoff_delay
+from edgebuf.lab.testing import Reply
 
 
 def log_n(client, n, prediction=DET):

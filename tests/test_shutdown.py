@@ -11,8 +11,8 @@ import pytest
 
 from cloud.testing import CloudServer
 from edgebuf import LocalBufferManager
-from edgebuf.producer import command as producer_command
-from edgebuf.verify import fetch_predictions
+from edgebuf.lab.producer import command as producer_command
+from edgebuf.lab.verify import fetch_predictions
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ import pytest
 
 from cloud.testing import CloudServer
 from edgebuf import EnhancedAsyncLoggingClient
-from edgebuf.producer import command as producer_command
-from edgebuf.verify import fetch_gaps
+from edgebuf.lab.producer import command as producer_command
+from edgebuf.lab.verify import fetch_gaps
 
 N = 1_000_000
 

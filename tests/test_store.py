@@ -145,7 +145,7 @@ def test_wire_json_embeds_prediction_verbatim(store):
 
 
 def test_live_bytes_tracks_inserts_and_deletes(store):
-    from edgebuf.schema import ROW_OVERHEAD
+    from edgebuf.store.schema import ROW_OVERHEAD
 
     recs = [rec(i) for i in range(4)]
     store.add_predictions("cam", recs)

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule
 
 from edgebuf import FakeClock, InvalidRecordError, LocalBufferManager, RecordTypeError
-from edgebuf.capacity import CapacityManager
+from edgebuf.space.capacity import CapacityManager
 from edgebuf.records import prepare_record
 
 

@@ -13,8 +13,8 @@ import pytest
 
 from cloud.testing import CloudServer
 from edgebuf import EnhancedAsyncLoggingClient
-from edgebuf.testing import FAST_SETTINGS
-from edgebuf.verify import fetch_predictions
+from edgebuf.lab.testing import FAST_SETTINGS
+from edgebuf.lab.verify import fetch_predictions
 from edgebuf.vision.model import DEFAULT_WEIGHTS, model_version, prepare_offline
 from edgebuf.vision.synthetic import CLASS_NAMES, render_frame, write_dataset
 
@@ -143,7 +143,7 @@ def test_onnx_export_finds_what_the_weights_find(tmp_path):
     pytest.importorskip("onnxruntime")
     from click.testing import CliRunner
 
-    from edgebuf.cli import main
+    from edgebuf.ops.cli import main
     from edgebuf.vision.detector import UltralyticsDetector
 
     out = tmp_path / "conveyor.onnx"

@@ -15,11 +15,11 @@ import threading
 from dataclasses import dataclass, field
 
 from edgebuf.clock import Clock
-from edgebuf.policy import Verdict, classify
+from edgebuf.delivery.policy import Verdict, classify
 from edgebuf.store import Batch, BufferedRecord, LocalBufferManager
-from edgebuf.transport import SendResult, Transport
+from edgebuf.delivery.transport import SendResult, Transport
 
-log = logging.getLogger("edgebuf.sender")
+log = logging.getLogger("edgebuf.delivery.sender")
 
 
 @dataclass

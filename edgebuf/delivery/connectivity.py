@@ -13,9 +13,9 @@ import threading
 from collections.abc import Callable
 
 from edgebuf.clock import Clock
-from edgebuf.transport import Transport
+from edgebuf.delivery.transport import Transport
 
-log = logging.getLogger("edgebuf.connectivity")
+log = logging.getLogger("edgebuf.delivery.connectivity")
 
 UNKNOWN, UP, DOWN = "unknown", "up", "down"
 StateCallback = Callable[[str, str], None]

@@ -15,10 +15,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from edgebuf.clock import Clock
-from edgebuf.sender import Sender, SendOutcome
+from edgebuf.delivery.sender import Sender, SendOutcome
 from edgebuf.store import LocalBufferManager
 
-log = logging.getLogger("edgebuf.recovery")
+log = logging.getLogger("edgebuf.delivery.recovery")
 
 
 @dataclass

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgebuf import repair
+from edgebuf.store import salvage as repair
 from edgebuf.config import GIB
-from edgebuf.schema import SEQ_PREFIX
+from edgebuf.store.schema import SEQ_PREFIX
 from edgebuf.store import LocalBufferManager, acquire_process_lock
 
 if TYPE_CHECKING:
@@ -281,7 +281,7 @@ def backlog_series(
 
 
 def repair_db(db_path: str | Path) -> dict[str, Any]:
-    """Integrity-check a buffer file and salvage it if damaged (see ``edgebuf.repair``)."""
+    """Integrity-check a buffer file and salvage it if damaged (see ``edgebuf.store.salvage``)."""
     ok, message = repair.check_integrity(db_path)
     if ok:
         return {"repaired": False, "integrity": message}

@@ -42,7 +42,7 @@ def _db(db: Path | None, must_exist: bool = True) -> Path:
 
 
 def _monitor(db: Path | None):
-    from edgebuf.monitor import BufferMonitor
+    from edgebuf.ops.monitor import BufferMonitor
 
     return BufferMonitor(_db(db))
 
@@ -90,7 +90,7 @@ def export(db: Path | None, out_dir: Path, fmt: str) -> None:
 @db_option
 def repair(db: Path | None) -> None:
     """Check integrity; if damaged, keep the file aside and salvage every readable row."""
-    from edgebuf.monitor import repair_db
+    from edgebuf.ops.monitor import repair_db
 
     with _guard():
         report = repair_db(_db(db))
@@ -102,7 +102,7 @@ def repair(db: Path | None) -> None:
 @click.option("--older-than-days", type=float, default=7.0, show_default=True)
 def cleanup(db: Path | None, older_than_days: float) -> None:
     """Delete sent records older than N days and reclaim space (pending rows are kept)."""
-    from edgebuf.capacity import CapacityManager
+    from edgebuf.space.capacity import CapacityManager
 
     with _guard(), _monitor(db) as mon:
         manager = CapacityManager(mon.store, capacity_bytes=mon.capacity_bytes)
@@ -135,7 +135,7 @@ def requeue_failed(db: Path | None) -> None:
 )
 def reliability(kills: int, seed: int, out: Path | None) -> None:
     """Run the crash / fault / shutdown / corruption matrix; exit 1 on any loss or duplicate."""
-    from edgebuf.reliability import format_table, run_all
+    from edgebuf.lab.reliability import format_table, run_all
 
     started = time.monotonic()
     rows = run_all(kills, seed, progress=lambda m: click.echo(m, err=True))
@@ -178,7 +178,7 @@ def export_onnx_command(weights: Path, out: Path | None, imgsz: int) -> None:
 
 
 def _register_optional() -> None:
-    from edgebuf.drill import drill_command
+    from edgebuf.lab.drill import drill_command
 
     main.add_command(drill_command)
 
@@ -190,7 +190,7 @@ except ImportError:  # pragma: no cover - drill module missing in a stripped ins
 
 
 def _register_edge() -> None:
-    from edgebuf.edge_service import edge_command
+    from edgebuf.service.edge import edge_command
 
     main.add_command(edge_command)
 

@@ -18,10 +18,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edgebuf.schema import COUNTED_THROUGH, ROW_OVERHEAD, SEQ_PREFIX
-from edgebuf.store import effective_metadata
+from edgebuf.store.counters import effective_metadata
+from edgebuf.store.schema import COUNTED_THROUGH, ROW_OVERHEAD, SEQ_PREFIX
 
-log = logging.getLogger("edgebuf.repair")
+log = logging.getLogger("edgebuf.store.salvage")
 
 WINDOW = 500
 _ROW_COLUMNS = (
@@ -154,7 +154,7 @@ def _safe(src: sqlite3.Connection, sql: str) -> list[tuple]:
 
 def salvage(db_path: str | os.PathLike[str]) -> dict[str, Any]:
     """Move a damaged buffer aside and copy every readable row into a fresh one."""
-    from edgebuf.store import LocalBufferManager  # the fresh buffer gets the current schema
+    from edgebuf.store.manager import LocalBufferManager  # the fresh buffer gets the current schema
 
     path = Path(db_path)
     aside = _move_aside(path)

@@ -4,8 +4,8 @@
 and the real cloud on a real socket and misbehaves on command: refuse connections, hang,
 answer 503/429 with ``Retry-After``, answer slowly, forward a batch and drop the
 acknowledgement, flap. Here is its control surface (modes switched from any thread, the
-timeline, the counters); the socket work is ``edgebuf.faultproxy``. Also here: ``Fault`` (one
-mode, a value), ``EventLog`` (the wall-clock timeline ``edgebuf.plots.plot_backlog`` reads)
+timeline, the counters); the socket work is ``edgebuf.lab.faultproxy``. Also here: ``Fault`` (one
+mode, a value), ``EventLog`` (the wall-clock timeline ``edgebuf.lab.plots.plot_backlog`` reads)
 and ``kill_process`` (SIGKILL and reap, the crash every drill uses).
 
     with FaultProxy(cloud.url) as proxy:
@@ -26,7 +26,7 @@ from collections.abc import Coroutine, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, overload
 
-from edgebuf.faultproxy import ProxyServer
+from edgebuf.lab.faultproxy import ProxyServer
 
 __all__ = ["EventLog", "Fault", "FaultProxy", "kill_process"]
 
@@ -103,7 +103,7 @@ DOWN = Fault("down")
 class EventLog(Sequence):
     """A thread-safe timeline of ``{"t": time.time(), "kind": ..., **info}`` dicts.
 
-    The shape ``edgebuf.plots.plot_backlog`` reads: ``outage_start`` / ``outage_end`` pairs
+    The shape ``edgebuf.lab.plots.plot_backlog`` reads: ``outage_start`` / ``outage_end`` pairs
     are shaded, ``edge_killed`` entries drawn as lines. Share one log between a proxy and
     the code that kills processes, so every fault lands on one timeline.
     """

@@ -12,12 +12,15 @@ Why each PRAGMA:
   cleanup without a full VACUUM that would block logging.
 - On a full disk the client checkpoints with ``TRUNCATE`` (the WAL holds many versions of
   the same pages, so this gives space back) after releasing its disk reserve
-  (``edgebuf.diskspace``), so cleanup and logging can go on.
+  (``edgebuf.space.reserve``), so cleanup and logging can go on.
 """
 
 from __future__ import annotations
 
 import enum
+import sqlite3
+
+from edgebuf.errors import StorageError
 
 SCHEMA_VERSION = 2  # 2: counters folded in after the commit (``counted_through``)
 
@@ -105,3 +108,27 @@ COUNTED_THROUGH = "counted_through"
 ROW_OVERHEAD = 120
 
 SEQ_PREFIX = "seq:"
+
+
+def migrate(conn: sqlite3.Connection, path: object) -> None:
+    """Inside a write transaction: create what is missing and upgrade an older buffer in
+    place; refuse a buffer written by a newer edgebuf (it could count differently)."""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise StorageError(
+            f"{path} has schema version {version}, newer than this edgebuf "
+            f"({SCHEMA_VERSION}); upgrade edgebuf"
+        )
+    for stmt in CREATE_STATEMENTS:
+        conn.execute(stmt)
+    conn.executemany(
+        "INSERT OR IGNORE INTO buffer_metadata (key, value) VALUES (?, 0)",
+        [(name,) for name in COUNTERS],
+    )
+    # Schema 1 counted every row in the commit that inserted it: all are folded.
+    conn.execute(
+        "INSERT OR IGNORE INTO buffer_metadata (key, value)"
+        " SELECT ?, coalesce(max(id), 0) FROM prediction_buffer",
+        (COUNTED_THROUGH,),
+    )
+    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")

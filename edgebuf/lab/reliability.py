@@ -3,7 +3,7 @@ each counting what the cloud stored against what the edge acknowledged.
 
 ``edgebuf reliability --kills 200`` prints the table the README quotes. Every scenario runs
 the real cloud (a uvicorn subprocess on SQLite), real edge processes
-(``python -m edgebuf.producer``, whose printed record ids are exactly the records whose
+(``python -m edgebuf.lab.producer``, whose printed record ids are exactly the records whose
 ``log_prediction`` returned) and, where the network misbehaves, ``FaultProxy`` on 127.0.0.1.
 """
 
@@ -24,13 +24,13 @@ from pathlib import Path
 
 import httpx
 
-from edgebuf.faults import FaultProxy, kill_process
-from edgebuf.producer import command as producer_command
+from edgebuf.lab.faults import FaultProxy, kill_process
+from edgebuf.lab.producer import command as producer_command
 from edgebuf.records import prepare_record
-from edgebuf.repair import check_integrity
+from edgebuf.store.salvage import check_integrity
 from edgebuf.store import LocalBufferManager
-from edgebuf.testing import FAST_SETTINGS
-from edgebuf.verify import audit, fetch_gaps
+from edgebuf.lab.testing import FAST_SETTINGS
+from edgebuf.lab.verify import audit, fetch_gaps
 
 
 @dataclass
@@ -64,7 +64,7 @@ def _duplicates_received(endpoint: str) -> int:
 
 
 class _Producer:
-    """One ``edgebuf.producer`` process; collects the record ids it prints."""
+    """One ``edgebuf.lab.producer`` process; collects the record ids it prints."""
 
     def __init__(
         self,
@@ -200,7 +200,7 @@ def _cleanup_phase(cloud, work: Path, rng: random.Random, kills: int) -> Scenari
             [
                 sys.executable,
                 "-m",
-                "edgebuf.cli",
+                "edgebuf.ops.cli",
                 "cleanup",
                 "--db",
                 str(db),
@@ -419,7 +419,7 @@ def sigterm_shutdown(cloud, work: Path, trials: int = 3) -> ScenarioResult:
 # ---------------------------------------------------------------------- corruption
 def corruption(work: Path) -> list[ScenarioResult]:
     """Damaged buffer files: repair salvages every row on an undamaged page."""
-    from edgebuf.monitor import repair_db
+    from edgebuf.ops.monitor import repair_db
 
     rows = []
     for name, damage in (

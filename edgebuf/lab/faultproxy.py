@@ -1,4 +1,4 @@
-"""The socket side of ``edgebuf.faults.FaultProxy``: a small HTTP/1.1 reverse proxy on asyncio.
+"""The socket side of ``edgebuf.lab.faults.FaultProxy``: a small HTTP/1.1 reverse proxy on asyncio.
 
 One request per connection: the server reads a request (request line, headers,
 ``Content-Length`` body), asks its owner which fault applies (``choose``), then either
@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
-    from edgebuf.faults import Fault
+    from edgebuf.lab.faults import Fault
 
 MAX_HEAD = 64 * 1024  # request line and headers; more is answered 431
 _HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "te", "upgrade", "host"}

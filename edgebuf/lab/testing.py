@@ -14,7 +14,7 @@ import json
 import threading
 from dataclasses import dataclass
 
-from edgebuf.transport import SendResult
+from edgebuf.delivery.transport import SendResult
 
 # Client settings for drills and tests against a real cloud: a fault is noticed and handled
 # in about a second instead of minutes (the defaults are the design's 10 s / 30 s / 5 tries).

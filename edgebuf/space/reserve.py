@@ -15,7 +15,7 @@ import os
 import shutil
 from pathlib import Path
 
-log = logging.getLogger("edgebuf.diskspace")
+log = logging.getLogger("edgebuf.space.reserve")
 
 
 class DiskReserve:

@@ -4,7 +4,7 @@ Used by crash drills and tests, which SIGKILL it at random moments and restart i
 same buffer: a record id printed here is a record whose ``log_prediction`` returned, so it
 must reach the cloud exactly once.
 
-    python -m edgebuf.producer --db B.db --endpoint URL --device cam-1 --count 500 --fps 200
+    python -m edgebuf.lab.producer --db B.db --endpoint URL --device cam-1 --count 500 --fps 200
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def command(
 ) -> list[str]:
     """The argv that runs this producer as a real process (drills and tests kill it)."""
     return [
-        sys.executable, "-m", "edgebuf.producer", "--db", str(db), "--endpoint", endpoint,
+        sys.executable, "-m", "edgebuf.lab.producer", "--db", str(db), "--endpoint", endpoint,
         "--device", device, "--count", str(count), "--start-frame", str(start_frame),
         "--fps", str(fps), "--seed", str(seed), "--flush", str(flush),
         "--batch-timeout", str(batch_timeout), "--monitor-interval", str(monitor_interval),

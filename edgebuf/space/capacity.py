@@ -28,10 +28,10 @@ from collections.abc import Sequence
 
 from edgebuf.errors import BufferFullError
 from edgebuf.records import NewRecord
-from edgebuf.schema import ROW_OVERHEAD
+from edgebuf.store.schema import ROW_OVERHEAD
 from edgebuf.store import LocalBufferManager
 
-log = logging.getLogger("edgebuf.capacity")
+log = logging.getLogger("edgebuf.space.capacity")
 
 HIGH_WATER = 0.90
 LOW_WATER = 0.80

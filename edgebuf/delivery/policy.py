@@ -19,7 +19,7 @@ from __future__ import annotations
 import enum
 import random
 
-from edgebuf.transport import SendResult
+from edgebuf.delivery.transport import SendResult
 
 RETRY_AFTER_CAP = 600.0
 _HOLD_CODES = {401, 403, 404, 405}

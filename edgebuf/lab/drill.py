@@ -2,7 +2,7 @@
 
 It starts the cloud service as a real uvicorn process on a free local port with its own
 SQLite file (or uses ``--endpoint``), runs one simulated camera process per device
-(``edgebuf.producer``) that logs predictions through the buffered client, kills the cloud
+(``edgebuf.lab.producer``) that logs predictions through the buffered client, kills the cloud
 for the outage, SIGKILLs and restarts the camera processes in the middle of it, brings the
 cloud back, waits for the backlog to drain, and then reads back from ``GET /predictions``
 and ``/devices/{id}/gaps`` what arrived. Exit status 1 if anything was lost or duplicated.
@@ -22,9 +22,9 @@ from pathlib import Path
 
 import click
 
-from edgebuf.monitor import BufferMonitor
-from edgebuf.producer import command as producer_command
-from edgebuf.verify import audit, fetch_predictions
+from edgebuf.ops.monitor import BufferMonitor
+from edgebuf.lab.producer import command as producer_command
+from edgebuf.lab.verify import audit, fetch_predictions
 
 
 @dataclass
@@ -160,7 +160,7 @@ def run_drill(cfg: DrillConfig, *, progress: bool = True) -> DrillResult:
     """Run one drill end to end and return its result (also written to ``out_dir``)."""
     from tqdm import tqdm
 
-    from edgebuf import plots
+    from edgebuf.lab import plots
 
     started = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="edgebuf-drill-"))

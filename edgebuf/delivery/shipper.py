@@ -21,14 +21,14 @@ import logging
 import random
 import threading
 
-from edgebuf.capacity import CapacityManager
+from edgebuf.space.capacity import CapacityManager
 from edgebuf.clock import Clock
-from edgebuf.connectivity import ConnectivityMonitor
-from edgebuf.policy import RETRY_AFTER_CAP, backoff_delay
-from edgebuf.recovery import BufferRecoveryManager
-from edgebuf.sender import Sender, SendOutcome
+from edgebuf.delivery.connectivity import ConnectivityMonitor
+from edgebuf.delivery.policy import RETRY_AFTER_CAP, backoff_delay
+from edgebuf.delivery.recovery import BufferRecoveryManager
+from edgebuf.delivery.sender import Sender, SendOutcome
 
-log = logging.getLogger("edgebuf.shipper")
+log = logging.getLogger("edgebuf.delivery.shipper")
 
 MAINTENANCE_EVERY = 30.0
 CHECKPOINT_EVERY = 1.0

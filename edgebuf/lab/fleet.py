@@ -40,8 +40,8 @@ import pandas as pd
 
 from edgebuf.client import EnhancedAsyncLoggingClient
 from edgebuf.clock import FakeClock
-from edgebuf.producer import fake_prediction
-from edgebuf.transport import SendResult
+from edgebuf.lab.producer import fake_prediction
+from edgebuf.delivery.transport import SendResult
 
 __all__ = ["CameraRun", "FleetSizing", "SimulatedCloud", "simulate_camera", "simulate_outage"]
 
