@@ -40,8 +40,8 @@ import benchlib as bl
 
 from cloud.testing import CloudServer, free_port
 from edgebuf import EnhancedAsyncLoggingClient
-from edgebuf.store.schema import CREATE_STATEMENTS
 from edgebuf.store.queue import new_record_ids
+from edgebuf.store.schema import CREATE_STATEMENTS
 
 DEVICE = "bench-hot"
 MODEL = "yolov8n-factory-1"

@@ -1,4 +1,4 @@
-"""EnhancedAsyncLoggingClient: the edge's one entry point.
+"""EnhancedAsyncLoggingClient: the edge's one entry point, and the composition root.
 
 ``log_prediction`` validates, commits the record to SQLite (WAL) and returns its record
 id; only then does the shipping thread learn about it. There is no in-memory stage in
@@ -6,8 +6,8 @@ front of the disk, so a record whose call returned survives the process being ki
 
 Concurrency model: plain threads sleeping on Events (a shipping thread and a
 connectivity thread). Every public method is synchronous and safe to call from several
-threads; from asyncio code, ``log_prediction`` blocks the loop for one local SQLite
-commit, and the calls that wait (``flush``, ``close``) belong in ``asyncio.to_thread``.
+threads; asyncio code uses the ``a``-prefixed twins (``alog_prediction``, ``aflush``,
+``aclose``, ``async with``), which never block the event loop on the network.
 """
 
 from __future__ import annotations
@@ -16,39 +16,55 @@ import contextlib
 import logging
 import random
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
-from edgebuf.space.capacity import CapacityManager
+from edgebuf.aio import AsyncSurface
 from edgebuf.clock import Clock, SystemClock
 from edgebuf.config import EdgeSettings, load_settings
 from edgebuf.delivery.connectivity import DOWN, UP, ConnectivityMonitor
-from edgebuf.space.reserve import DiskReserve
-from edgebuf.errors import (
-    BufferCorruptError,
-    BufferFullError,
-    ClientClosedError,
-    DiskFullError,
-    StorageError,
-)
-from edgebuf.records import NewRecord, prepare_record, prepare_records
 from edgebuf.delivery.recovery import BufferRecoveryManager
 from edgebuf.delivery.sender import Sender
 from edgebuf.delivery.shipper import ShippingLoop
-from edgebuf.store import LocalBufferManager
-from edgebuf.delivery.transport import HttpTransport, Transport
+from edgebuf.delivery.state import DeliveryState
+from edgebuf.delivery.transport import Transport
+from edgebuf.errors import BufferFullError, ClientClosedError, DiskFullError
+from edgebuf.records import NewRecord, prepare_record, prepare_records
+from edgebuf.space.capacity import CapacityManager
+from edgebuf.space.diskfull import DiskFullProcedure
+from edgebuf.space.reserve import DiskReserve
+from edgebuf.status import buffer_status
+from edgebuf.store.repair import open_buffer
+
+if TYPE_CHECKING:
+    from edgebuf.ops.monitor import BufferMonitor
 
 log = logging.getLogger("edgebuf.client")
 
+ConnectivityCallback = Callable[[str, str], None]
 
-class EnhancedAsyncLoggingClient:
+
+def _http_transport(s: EdgeSettings) -> Transport:
+    from edgebuf.delivery.http import HttpTransport  # httpx is loaded when first needed
+
+    return HttpTransport(
+        s.endpoint,
+        api_key=s.api_key,
+        request_timeout=s.request_timeout,
+        health_timeout=s.health_timeout,
+        use_gzip=s.gzip,
+    )
+
+
+class EnhancedAsyncLoggingClient(AsyncSurface):
     """Buffer every prediction on disk first, ship batches to the cloud, never lose one.
 
-    Keyword arguments override environment variables (``CLOUD_LOGGING_ENDPOINT``,
-    ``BUFFER_DB_PATH``, ``DEVICE_ID``, ``EDGEBUF_*``), which override the design's defaults;
-    see ``edgebuf.config.EdgeSettings``. ``transport``, ``clock`` and ``rng`` are seams for
-    tests and simulations. Invalid settings raise ``ConfigError`` here, not later.
+    Every setting is a keyword argument here; one not given is read from the environment
+    (``CLOUD_LOGGING_ENDPOINT``, ``BUFFER_DB_PATH``, ``DEVICE_ID``, ``EDGEBUF_<NAME>``), else
+    the design's default (see ``edgebuf.config.EdgeSettings`` and the README's table).
+    ``settings`` passes a whole ``EdgeSettings`` instead. ``transport``, ``clock`` and
+    ``rng`` are seams for tests and simulations. Invalid settings raise ``ConfigError`` here.
     """
 
     def __init__(
@@ -57,114 +73,115 @@ class EnhancedAsyncLoggingClient:
         db_path: str | Path | None = None,
         device_id: str | None = None,
         *,
+        api_key: str | None = None,
         batch_size: int | None = None,
         batch_timeout: float | None = None,
+        backfill_batch_size: int | None = None,
+        drain_concurrency: int | None = None,
         monitor_interval: float | None = None,
         health_timeout: float | None = None,
         request_timeout: float | None = None,
         max_retries: int | None = None,
+        backoff_base: float | None = None,
+        backoff_cap: float | None = None,
         cleanup_after_days: float | None = None,
+        capacity_bytes: int | None = None,
+        durability: Literal["normal", "full"] | None = None,
+        overflow_policy: Literal["evict", "reject"] | None = None,
+        max_record_bytes: int | None = None,
+        gzip: bool | None = None,
+        reserve_bytes: int | None = None,
+        auto_repair: bool | None = None,
+        verify_on_start: bool | None = None,
         settings: EdgeSettings | None = None,
         transport: Transport | None = None,
         clock: Clock | None = None,
         rng: random.Random | None = None,
-        on_connectivity_change=None,
-        **more: Any,
+        on_connectivity_change: ConnectivityCallback | None = None,
     ) -> None:
         if settings is None:
             settings = load_settings(
                 endpoint=endpoint,
                 db_path=db_path,
                 device_id=device_id,
+                api_key=api_key,
                 batch_size=batch_size,
                 batch_timeout=batch_timeout,
+                backfill_batch_size=backfill_batch_size,
+                drain_concurrency=drain_concurrency,
                 monitor_interval=monitor_interval,
                 health_timeout=health_timeout,
                 request_timeout=request_timeout,
                 max_retries=max_retries,
+                backoff_base=backoff_base,
+                backoff_cap=backoff_cap,
                 cleanup_after_days=cleanup_after_days,
-                **more,
+                capacity_bytes=capacity_bytes,
+                durability=durability,
+                overflow_policy=overflow_policy,
+                max_record_bytes=max_record_bytes,
+                gzip=gzip,
+                reserve_bytes=reserve_bytes,
+                auto_repair=auto_repair,
+                verify_on_start=verify_on_start,
             )
         self.settings = s = settings
         self.device_id = s.device_id
-        self.clock = clock or SystemClock()
+        self.clock: Clock = clock or SystemClock()
         rng = rng or random.Random()
-        self.store = self._open_store(s)
-        self.reserve = DiskReserve(s.db_path, s.reserve_bytes)
-        self.reserve.ensure()
-        try:
-            self.transport = transport or HttpTransport(
-                s.endpoint,
-                api_key=s.api_key,
-                request_timeout=s.request_timeout,
-                health_timeout=s.health_timeout,
-                use_gzip=s.gzip,
+        with contextlib.ExitStack() as undo:  # a failure below closes what was opened
+            self.store, self.repair_report = open_buffer(
+                s.db_path,
+                durability=s.durability,
+                clock=self.clock,
+                verify=s.verify_on_start,
+                auto_repair=s.auto_repair,
             )
-        except Exception:
-            self.store.close()
-            raise
-        self.capacity = CapacityManager(
-            self.store,
-            capacity_bytes=s.capacity_bytes,
-            cleanup_after_days=s.cleanup_after_days,
-            overflow_policy=s.overflow_policy,
-        )
-        self.sender = Sender(self.store, self.transport, self.clock)
-        self.recovery = BufferRecoveryManager(
-            self.store,
-            self.sender,
-            self.clock,
-            batch_size=s.backfill_batch_size,
-            concurrency=s.drain_concurrency,
-        )
-        self.connectivity = ConnectivityMonitor(
-            self.transport, self.clock, interval=s.monitor_interval, rng=rng
-        )
-        self.shipper = ShippingLoop(
-            self.sender,
-            self.recovery,
-            self.connectivity,
-            self.capacity,
-            self.clock,
-            batch_size=s.batch_size,
-            batch_timeout=s.batch_timeout,
-            max_retries=s.max_retries,
-            backoff_base=s.backoff_base,
-            backoff_cap=s.backoff_cap,
-            rng=rng,
-        )
-        self.recovery.on_start = self.shipper.wake
-        self.connectivity.add_callback(self._on_connectivity)
-        if on_connectivity_change is not None:
-            self.connectivity.add_callback(on_connectivity_change)
+            undo.callback(self.store.close)
+            self.reserve = DiskReserve(s.db_path, s.reserve_bytes)
+            self.reserve.ensure()
+            self.transport: Transport = transport or _http_transport(s)
+            undo.callback(self.transport.close)
+            self.capacity = CapacityManager(
+                self.store,
+                capacity_bytes=s.capacity_bytes,
+                cleanup_after_days=s.cleanup_after_days,
+                overflow_policy=s.overflow_policy,
+            )
+            self.disk_full = DiskFullProcedure(self.store, self.capacity, self.reserve)
+            self.sender = Sender(self.store, self.transport, self.clock)
+            self.recovery = BufferRecoveryManager(
+                self.store,
+                self.sender,
+                self.clock,
+                batch_size=s.backfill_batch_size,
+                concurrency=s.drain_concurrency,
+            )
+            self.connectivity = ConnectivityMonitor(
+                self.transport, self.clock, interval=s.monitor_interval, rng=rng
+            )
+            self.shipper = ShippingLoop(
+                self.sender,
+                self.recovery,
+                self.connectivity,
+                self.capacity,
+                self.clock,
+                batch_size=s.batch_size,
+                batch_timeout=s.batch_timeout,
+                max_retries=s.max_retries,
+                backoff_base=s.backoff_base,
+                backoff_cap=s.backoff_cap,
+                rng=rng,
+            )
+            self.recovery.on_start = self.shipper.wake
+            self.connectivity.add_callback(self._on_connectivity)
+            if on_connectivity_change is not None:
+                self.connectivity.add_callback(on_connectivity_change)
+            undo.pop_all()
         self._state_lock = threading.Lock()
         self._started = False
         self._closed = False
         self._poll = threading.Event()  # never set: an interruptible sleep for flush polling
-        self._maintenance_lock = threading.Lock()
-        self.repair_report: dict | None = getattr(self, "repair_report", None)
-
-    def _open_store(self, s: EdgeSettings) -> LocalBufferManager:
-        """Open the buffer; a damaged file is set aside and salvaged (``auto_repair``) so a
-        corrupt buffer never stops the camera from logging (no crash loop at start-up)."""
-        try:
-            store = LocalBufferManager(s.db_path, durability=s.durability, clock=self.clock)
-            if s.verify_on_start:
-                try:
-                    store.verify()
-                except BufferCorruptError:
-                    store.close()
-                    raise
-            return store
-        except BufferCorruptError:
-            if not s.auto_repair:
-                raise
-        from edgebuf.ops.monitor import repair_db
-
-        report = repair_db(s.db_path)
-        log.error("buffer %s was damaged and has been repaired: %s", s.db_path, report)
-        self.repair_report = report
-        return LocalBufferManager(s.db_path, durability=s.durability, clock=self.clock)
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> EnhancedAsyncLoggingClient:
@@ -188,7 +205,9 @@ class EnhancedAsyncLoggingClient:
         """Stop accepting records, try one bounded final flush, stop threads, close.
 
         Whatever was not acknowledged stays ``pending`` on disk for the next start.
-        Idempotent; never takes much longer than ``timeout`` seconds.
+        Idempotent; never takes much longer than ``timeout`` seconds. Every step runs even
+        if an earlier one fails (the first error is raised at the end), so threads never
+        outlive a close and the buffer's lock is always released.
         """
         with self._state_lock:
             if self._closed:
@@ -196,14 +215,19 @@ class EnhancedAsyncLoggingClient:
             self._closed = True
             started = self._started
         deadline = self.clock.monotonic() + timeout
-        if started:
-            if not self.connectivity.is_down:
-                self._wait_delivered(max(0.0, timeout / 2), deadline)
-            self.connectivity.stop(timeout=1.0)
-            self.shipper.stop(timeout=max(0.1, deadline - self.clock.monotonic()))
-        self.recovery.close()
-        self.transport.close()
-        self.store.close()
+        with contextlib.ExitStack() as steps:  # run in reverse order of registration
+            steps.callback(self.store.close)
+            steps.callback(self.transport.close)
+            steps.callback(self.recovery.close)
+            if started:
+                steps.callback(
+                    lambda: self.shipper.stop(
+                        timeout=max(0.1, deadline - self.clock.monotonic())
+                    )
+                )
+                steps.callback(self.connectivity.stop, timeout=1.0)
+                if not self.connectivity.is_down:
+                    self._wait_delivered(max(0.0, timeout / 2), deadline)
 
     def __enter__(self) -> EnhancedAsyncLoggingClient:
         return self.start()
@@ -230,38 +254,15 @@ class EnhancedAsyncLoggingClient:
             capacity_bytes=self.capacity.capacity_bytes,
         )
 
-    def _free_disk(self) -> bool:
-        """Disk full: give up the reserve, truncate the WAL, delete delivered rows."""
-        freed = self.reserve.release()
-        with self._maintenance_lock:
-            for step in (
-                lambda: self.store.checkpoint("TRUNCATE"),
-                self.capacity.delete_all_sent,
-                lambda: self.store.incremental_vacuum(),
-                lambda: self.store.checkpoint("TRUNCATE"),
-            ):
-                try:
-                    result = step()
-                except StorageError as exc:
-                    log.warning("disk full: a clean-up step failed: %s", exc)
-                    continue
-                if isinstance(result, int) and result:
-                    freed = True
-                    log.warning("disk full: deleted %d delivered records", result)
-        self.reserve.ensure()  # re-arm for the next time, if the deletes made room
-        return freed
-
     def _commit(self, records: list[NewRecord]) -> list[str]:
         try:
             try:
                 ids = self._insert(records)
             except DiskFullError:
-                self._free_disk()
+                self.disk_full.free()
                 ids = self._insert(records)  # once; a second DiskFullError goes to the caller
         except BufferFullError:
-            self.store.execute_write(
-                "UPDATE buffer_metadata SET value = value + 1 WHERE key = 'rejected_full'"
-            )
+            self.store.count_rejected_call()
             raise
         self.shipper.notify_new(len(ids))
         return ids
@@ -325,13 +326,13 @@ class EnhancedAsyncLoggingClient:
                 return False
             if self.connectivity.is_down:
                 self.connectivity.request_probe()
-            self._poll.wait(min(0.05, remaining))
+            self.clock.wait(self._poll, min(0.05, remaining))
 
     def flush(self, timeout: float = 30.0) -> bool:
         """Send everything pending now; True once nothing is pending or in flight.
 
         Returns False if ``timeout`` passes first (for example, the cloud is down); the
-        records stay safely on disk either way.
+        records stay safely on disk either way. ``timeout`` is on the client's clock.
         """
         self._check_open()
         if not self._started:
@@ -347,7 +348,7 @@ class EnhancedAsyncLoggingClient:
         except DiskFullError:
             log.warning("disk full during cleanup: retrying in small steps")
             self.reserve.release()
-            with contextlib.suppress(StorageError):
+            with contextlib.suppress(DiskFullError):
                 self.store.checkpoint("TRUNCATE")
             return self.capacity.cleanup(older_than_days, tight=True)
 
@@ -358,15 +359,37 @@ class EnhancedAsyncLoggingClient:
             self.recovery.start_recovery()
         return n
 
-    def get_buffer_status(self) -> dict[str, Any]:
-        """The monitor's full status (see ``BufferMonitor.get_full_status``)."""
-        from edgebuf.ops.monitor import BufferMonitor
+    # ------------------------------------------------------------------ status
+    def delivery_state(self) -> DeliveryState:
+        """A read-only snapshot of connectivity and delivery (what only a running client knows)."""
+        stats = self.sender.stats
+        return DeliveryState(
+            endpoint=self.settings.endpoint,
+            connectivity=self.connectivity.state,
+            last_probe_at=self.connectivity.last_probe_at,
+            last_change_at=self.connectivity.last_change_at,
+            last_success_at=stats.last_success,
+            last_error=stats.last_error,
+            last_error_at=stats.last_error_at,
+            send_rate_per_s=stats.send_rate(),
+            recovering=self.recovery.active,
+            consecutive_failures=self.shipper.failures,
+        )
 
-        return BufferMonitor(self.store, client=self).get_full_status()
+    def get_buffer_status(self) -> dict[str, Any]:
+        """The full status (see ``BufferMonitor.get_full_status``)."""
+        return buffer_status(
+            self.store,
+            capacity_bytes=self.settings.capacity_bytes,
+            device_id=self.device_id,
+            delivery=self.delivery_state(),
+        )
 
     @property
-    def monitor(self):
-        """A ``BufferMonitor`` bound to this client."""
+    def monitor(self) -> BufferMonitor:
+        """A ``BufferMonitor`` (status, pandas export, repair) bound to this client."""
+        # The facade's one upward reference: ops builds on the core, so it is imported on
+        # use (``import edgebuf`` loads no pandas); tests/test_architecture.py allows it.
         from edgebuf.ops.monitor import BufferMonitor
 
         return BufferMonitor(self.store, client=self)

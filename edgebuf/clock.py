@@ -22,6 +22,9 @@ class Clock(Protocol):
     def time(self) -> float:
         """Wall-clock seconds since the epoch (timestamps only)."""
 
+    def wait(self, event: threading.Event, timeout: float) -> bool:
+        """Wait until ``event`` is set or ``timeout`` seconds of this clock pass; True if set."""
+
 
 class SystemClock:
     """The real clocks of the host."""
@@ -31,6 +34,9 @@ class SystemClock:
 
     def time(self) -> float:
         return _time.time()
+
+    def wait(self, event: threading.Event, timeout: float) -> bool:
+        return event.wait(timeout)
 
 
 class FakeClock:
@@ -52,6 +58,14 @@ class FakeClock:
     def time(self) -> float:
         with self._lock:
             return self._wall
+
+    def wait(self, event: threading.Event, timeout: float) -> bool:
+        """Virtual time passes instead of real time: the clock moves ``timeout`` forward
+        (unless ``event`` is already set), so a wait with a timeout always ends."""
+        if event.is_set():
+            return True
+        self.advance(max(0.0, timeout))
+        return event.is_set()
 
     def advance(self, seconds: float) -> None:
         """Move both clocks forward by ``seconds``."""

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from edgebuf import BufferCorruptError, EnhancedAsyncLoggingClient, LocalBufferManager
-from edgebuf.ops.monitor import repair_db
+from edgebuf.store.repair import repair_db
 from edgebuf.records import prepare_record
 
 N = 3000
@@ -197,7 +197,7 @@ def test_sigkill_during_repair_then_repair_again(tmp_path):
     data = bytearray(path.read_bytes())
     data[10 * 4096 : 12 * 4096] = b"\x00" * 8192
     path.write_bytes(bytes(data))
-    code = f"from edgebuf.ops.monitor import repair_db; repair_db({str(path)!r})"
+    code = f"from edgebuf.store.repair import repair_db; repair_db({str(path)!r})"
     proc = subprocess.Popen([sys.executable, "-c", code])
     time.sleep(0.3)
     proc.send_signal(signal.SIGKILL)

@@ -16,8 +16,8 @@ import pytest
 
 from edgebuf import LocalBufferManager
 from edgebuf.records import prepare_record
-from edgebuf.store.schema import COUNTED_THROUGH, ROW_OVERHEAD
 from edgebuf.store import effective_metadata
+from edgebuf.store.schema import COUNTED_THROUGH, ROW_OVERHEAD
 
 
 def rec(i=0):
@@ -141,7 +141,8 @@ def test_folding_in_steps_counts_every_row_once(tmp_path):
     with LocalBufferManager(path) as store:
         store.add_predictions("cam", [rec(i) for i in range(25)])
         assert store.fold(limit=10) == 10 and folded_on_disk(path)[COUNTED_THROUGH] == 10
-        store.execute_write("DELETE FROM prediction_buffer WHERE id BETWEEN 12 AND 20")  # a hole
+        with store.transaction() as conn:  # a hole
+            conn.execute("DELETE FROM prediction_buffer WHERE id BETWEEN 12 AND 20")
         assert store.fold_in_steps(step=4) == 6  # 11, then 21..25 past the hole
         assert store.fold_in_steps(step=4) == 0
         meta = folded_on_disk(path)

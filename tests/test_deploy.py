@@ -236,8 +236,8 @@ def test_probe_paths_answer_200_on_the_apps(tmp_path):
 
     from cloud.app import create_app
     from edgebuf import EnhancedAsyncLoggingClient
-    from edgebuf.service.edge import EdgeService, create_edge_app
     from edgebuf.lab.testing import ScriptedCloud
+    from edgebuf.service.edge import EdgeService, create_edge_app
     from edgebuf.vision.detector import FakeDetector
 
     buffer = EnhancedAsyncLoggingClient(db_path=tmp_path / "b.db", device_id="d",

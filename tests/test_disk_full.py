@@ -13,7 +13,7 @@ import pytest
 from support import DET, drive
 
 from edgebuf import DiskFullError
-from edgebuf.store.salvage import check_integrity
+from edgebuf.store.repair import check_integrity
 
 PAD = {"detections": DET["detections"], "pad": "z" * 400}
 

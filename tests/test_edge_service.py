@@ -20,9 +20,9 @@ from PIL import Image
 
 from cloud.testing import CloudServer, free_port
 from edgebuf import BufferMonitor, EnhancedAsyncLoggingClient
-from edgebuf.service.edge import EdgeService, create_edge_app
 from edgebuf.lab.testing import FAST_SETTINGS, ScriptedCloud
 from edgebuf.lab.verify import fetch_predictions
+from edgebuf.service.edge import EdgeService, create_edge_app
 from edgebuf.vision.detector import FakeDetector
 from edgebuf.vision.sources import SourceError, open_source
 

@@ -9,7 +9,7 @@ import pytest
 from support import DET, drive
 
 from edgebuf import BufferMonitor, LocalBufferManager
-from edgebuf.ops.monitor import repair_db
+from edgebuf.store.repair import repair_db
 from edgebuf.records import prepare_record
 
 

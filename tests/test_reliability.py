@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from cloud.testing import CloudServer
-from edgebuf import reliability
+from edgebuf.lab import reliability
 
 
 @pytest.fixture

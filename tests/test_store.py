@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import sqlite3
 import stat
+import subprocess
+import sys
 
 import pytest
 
@@ -43,7 +45,8 @@ def test_ids_unique_and_sequences_monotonic_across_restarts(tmp_path):
 
 def test_sequence_survives_cleanup_of_every_row(store):
     store.add_predictions("cam", [rec(i) for i in range(3)])
-    store.execute_write("DELETE FROM prediction_buffer")
+    with store.transaction() as conn:
+        conn.execute("DELETE FROM prediction_buffer")
     store.add_prediction("cam", rec(9))
     assert store.metadata()["seq:cam"] == 4
 
@@ -104,9 +107,16 @@ def test_restart_returns_in_flight_rows_to_pending(tmp_path):
 def test_second_client_on_same_file_is_refused(tmp_path):
     path = tmp_path / "b.db"
     with LocalBufferManager(path):
-        with pytest.raises(StorageError, match="in use by another"):
+        # In this process (a notebook cell run twice): the message says so, not "another process".
+        with pytest.raises(StorageError, match="already open in this process"):
             LocalBufferManager(path)
         LocalBufferManager(path, exclusive=False).close()  # readers and tools are fine
+        other = subprocess.run(
+            [sys.executable, "-c", f"from edgebuf import LocalBufferManager; LocalBufferManager({str(path)!r})"],
+            capture_output=True, text=True, timeout=60,
+        )
+        assert other.returncode != 0 and "in use by another edgebuf process" in other.stderr
+    LocalBufferManager(path).close()  # released on close: the path can be opened again
 
 
 def test_unwritable_path_fails_at_construction(tmp_path):

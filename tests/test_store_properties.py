@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule
 
 from edgebuf import FakeClock, InvalidRecordError, LocalBufferManager, RecordTypeError
-from edgebuf.space.capacity import CapacityManager
 from edgebuf.records import prepare_record
+from edgebuf.space.capacity import CapacityManager
 
 
 class StoreMachine(RuleBasedStateMachine):

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 from edgebuf.clock import Clock
 from edgebuf.delivery.policy import Verdict, classify
-from edgebuf.store import Batch, BufferedRecord, LocalBufferManager
 from edgebuf.delivery.transport import SendResult, Transport
+from edgebuf.store import Batch, BufferedRecord, LocalBufferManager
 
 log = logging.getLogger("edgebuf.delivery.sender")
 

@@ -21,12 +21,12 @@ import logging
 import random
 import threading
 
-from edgebuf.space.capacity import CapacityManager
 from edgebuf.clock import Clock
 from edgebuf.delivery.connectivity import ConnectivityMonitor
 from edgebuf.delivery.policy import RETRY_AFTER_CAP, backoff_delay
 from edgebuf.delivery.recovery import BufferRecoveryManager
 from edgebuf.delivery.sender import Sender, SendOutcome
+from edgebuf.space.capacity import CapacityManager
 
 log = logging.getLogger("edgebuf.delivery.shipper")
 

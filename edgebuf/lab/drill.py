@@ -22,9 +22,9 @@ from pathlib import Path
 
 import click
 
-from edgebuf.ops.monitor import BufferMonitor
 from edgebuf.lab.producer import command as producer_command
 from edgebuf.lab.verify import audit, fetch_predictions
+from edgebuf.ops.monitor import BufferMonitor
 
 
 @dataclass

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
-    from edgebuf.lab.faults import Fault
+    from edgebuf.lab.fault import Fault
 
 MAX_HEAD = 64 * 1024  # request line and headers; more is answered 431
 _HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "te", "upgrade", "host"}

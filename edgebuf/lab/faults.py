@@ -4,9 +4,9 @@
 and the real cloud on a real socket and misbehaves on command: refuse connections, hang,
 answer 503/429 with ``Retry-After``, answer slowly, forward a batch and drop the
 acknowledgement, flap. Here is its control surface (modes switched from any thread, the
-timeline, the counters); the socket work is ``edgebuf.lab.faultproxy``. Also here: ``Fault`` (one
-mode, a value), ``EventLog`` (the wall-clock timeline ``edgebuf.lab.plots.plot_backlog`` reads)
-and ``kill_process`` (SIGKILL and reap, the crash every drill uses).
+timeline, the counters); the socket work is ``edgebuf.lab.faultproxy``. ``Fault`` (one mode, a value) is
+``edgebuf.lab.fault``, ``EventLog`` (the timeline) ``edgebuf.lab.events`` and ``kill_process``
+``edgebuf.lab.processes``; they are re-exported here for convenience.
 
     with FaultProxy(cloud.url) as proxy:
         client = EnhancedAsyncLoggingClient(proxy.url, db, "cam-1")
@@ -19,146 +19,16 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import subprocess
 import threading
-import time
-from collections.abc import Coroutine, Iterator, Sequence
-from dataclasses import dataclass
-from typing import Any, overload
+from collections.abc import Coroutine
+from typing import Any
 
+from edgebuf.lab.events import EventLog
+from edgebuf.lab.fault import DOWN, PASS, Fault
 from edgebuf.lab.faultproxy import ProxyServer
+from edgebuf.lab.processes import kill_process
 
 __all__ = ["EventLog", "Fault", "FaultProxy", "kill_process"]
-
-MODES = ("pass", "down", "hang", "status", "slow", "drop_ack", "flap")
-
-
-@dataclass(frozen=True)
-class Fault:
-    """One fault mode of the proxy.
-
-    ``kind`` is one of ``pass`` (forward), ``down`` (connections refused or reset),
-    ``hang`` (accept, never answer), ``status`` (answer ``code`` with an optional
-    ``Retry-After``, nothing forwarded), ``slow`` (forward, answer after ``seconds``),
-    ``drop_ack`` (forward, so the cloud commits, then close without answering) and
-    ``flap`` (down and pass alternating every ``period`` seconds).
-
-    ``health`` says whether requests other than ``POST /log`` (the ``/health`` probe)
-    suffer the fault too. Link faults (down, hang, slow, flap) hit everything by default;
-    service faults (status, drop_ack) hit only ``/log`` by default, so a 5xx storm happens
-    behind a live ``/health``, as with a database outage behind a healthy API.
-    """
-
-    kind: str = "pass"
-    code: int | None = None
-    retry_after: float | None = None
-    seconds: float = 0.0
-    period: float = 0.0
-    health: bool = True
-
-    def __post_init__(self) -> None:
-        if self.kind not in MODES:
-            raise ValueError(f"unknown fault mode {self.kind!r}; one of {', '.join(MODES)}")
-        if self.kind == "status" and not (self.code and 100 <= self.code <= 599):
-            raise ValueError("a status fault needs an HTTP code")
-        if self.kind == "flap" and self.period <= 0:
-            raise ValueError("a flap fault needs period > 0")
-
-    @classmethod
-    def make(cls, kind: str | Fault | int, **params: Any) -> Fault:
-        """Build a fault from a mode name (``"drop_ack"``), an HTTP code (``429``) or a Fault.
-
-        Without an explicit ``health``, service faults (status, drop_ack) spare ``/health``.
-        """
-        if isinstance(kind, Fault):
-            return kind
-        if isinstance(kind, int):
-            params["code"], kind = kind, "status"
-        params.setdefault("health", kind not in ("status", "drop_ack"))
-        return cls(kind, **params)
-
-    @property
-    def name(self) -> str:
-        """A short label, e.g. ``status:429`` or ``slow:1.5s``."""
-        if self.kind == "status":
-            return f"status:{self.code}"
-        if self.kind == "slow":
-            return f"slow:{self.seconds:g}s"
-        if self.kind == "flap":
-            return f"flap:{self.period:g}s"
-        return self.kind
-
-    def applies_to(self, method: str, path: str) -> bool:
-        """Whether a request to ``path`` suffers this fault (see ``health``)."""
-        if self.kind == "pass":
-            return False
-        is_log = method == "POST" and path.split("?", 1)[0].rstrip("/") == "/log"
-        return is_log or self.health
-
-
-PASS = Fault("pass")
-DOWN = Fault("down")
-
-
-class EventLog(Sequence):
-    """A thread-safe timeline of ``{"t": time.time(), "kind": ..., **info}`` dicts.
-
-    The shape ``edgebuf.lab.plots.plot_backlog`` reads: ``outage_start`` / ``outage_end`` pairs
-    are shaded, ``edge_killed`` entries drawn as lines. Share one log between a proxy and
-    the code that kills processes, so every fault lands on one timeline.
-    """
-
-    def __init__(self) -> None:
-        self._items: list[dict] = []
-        self._lock = threading.Lock()
-
-    def add(self, kind: str, **info: Any) -> dict:
-        """Append an event stamped now and return it."""
-        event = {"t": time.time(), "kind": kind, **info}
-        with self._lock:
-            self._items.append(event)
-        return event
-
-    def of(self, kind: str) -> list[dict]:
-        """Every event of one kind, in order."""
-        return [e for e in self if e["kind"] == kind]
-
-    def relative(self, t0: float) -> list[dict]:
-        """A copy with ``t`` as seconds since ``t0`` (for tables)."""
-        return [{**e, "t": round(e["t"] - t0, 3)} for e in self]
-
-    @overload
-    def __getitem__(self, index: int) -> dict: ...
-    @overload
-    def __getitem__(self, index: slice) -> list[dict]: ...
-    def __getitem__(self, index):
-        with self._lock:
-            return self._items[index]
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._items)
-
-    def __iter__(self) -> Iterator[dict]:
-        with self._lock:
-            return iter(list(self._items))
-
-
-def kill_process(proc: subprocess.Popen, timeout: float = 10.0) -> int | None:
-    """SIGKILL ``proc`` (a crash: no cleanup runs in it) and reap it; return its exit code.
-
-    A process that already ended is only reaped. Never raises for a process that is gone.
-    """
-    if proc.poll() is None:
-        try:
-            proc.kill()
-        except ProcessLookupError:
-            pass
-    try:
-        return proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:  # stuck in the kernel (D state): nothing more to do
-        return None
-
 
 class FaultProxy:
     """A misbehaving HTTP hop between an edge client and ``upstream`` (the cloud's base URL).

@@ -9,302 +9,21 @@ the real cloud (a uvicorn subprocess on SQLite), real edge processes
 
 from __future__ import annotations
 
-import random
 import re
 import signal
-import sqlite3
-import subprocess
-import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
-import httpx
-
-from edgebuf.lab.faults import FaultProxy, kill_process
-from edgebuf.lab.producer import command as producer_command
-from edgebuf.records import prepare_record
-from edgebuf.store.salvage import check_integrity
-from edgebuf.store import LocalBufferManager
+from edgebuf.lab.crashes import crash_matrix
+from edgebuf.lab.faults import FaultProxy
+from edgebuf.lab.scenario import ScenarioResult, _drain, _duplicates_received, _Producer, _result
 from edgebuf.lab.testing import FAST_SETTINGS
-from edgebuf.lab.verify import audit, fetch_gaps
+from edgebuf.records import prepare_record
+from edgebuf.store import LocalBufferManager
 
-
-@dataclass
-class ScenarioResult:
-    """One row of the reliability table."""
-
-    scenario: str
-    trials: int
-    records: int
-    lost: int
-    duplicated: int
-    resent: int  # duplicate deliveries the cloud received and discarded (not stored twice)
-    notes: str = ""
-    injected_loss: bool = False  # the scenario itself destroys data (corruption): not edgebuf's
-
-    @property
-    def ok(self) -> bool:
-        return (self.lost == 0 or self.injected_loss) and self.duplicated == 0
-
-
-def _duplicates_received(endpoint: str) -> int:
-    text = httpx.get(f"{endpoint}/metrics", timeout=10).text
-    return int(
-        sum(
-            float(v)
-            for v in re.findall(
-                r"^edgebuf_cloud_records_duplicate_total(?:\{[^}]*\})? ([0-9.e+]+)$", text, re.M
-            )
-        )
-    )
-
-
-class _Producer:
-    """One ``edgebuf.lab.producer`` process; collects the record ids it prints."""
-
-    def __init__(
-        self,
-        db: Path,
-        endpoint: str,
-        device: str,
-        *,
-        fps: float,
-        start: int,
-        count: int = 1_000_000,
-        flush: float = 0.0,
-        seed: int = 0,
-    ) -> None:
-        self.ids: list[str] = []
-        self.proc = subprocess.Popen(
-            producer_command(db, endpoint, device, count=count, start_frame=start, fps=fps,
-                             seed=seed, flush=flush),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            if len(line) == 33:
-                self.ids.append(line[:32])
-
-    def kill(self) -> None:
-        kill_process(self.proc)
-        self._reader.join(5)
-
-    def wait(self, timeout: float) -> int:
-        code = self.proc.wait(timeout=timeout)
-        self._reader.join(5)
-        return code
-
-
-def _drain(db: Path, endpoint: str, device: str, timeout: float = 120.0) -> None:
-    final = _Producer(db, endpoint, device, fps=0, start=0, count=0, flush=timeout)
-    if final.wait(timeout + 30) != 0:
-        raise RuntimeError(f"{device}: backlog did not drain: {final.proc.stderr.read()[-400:]}")
-
-
-def _result(
-    name: str,
-    endpoint: str,
-    device: str,
-    ids: Iterable[str],
-    trials: int,
-    dup_before: int,
-    notes: str,
-    check_gaps: bool = True,
-) -> ScenarioResult:
-    ids = list(ids)
-    a = audit(endpoint, device, ids)
-    gaps = fetch_gaps(endpoint, device)["gaps"] if check_gaps else []
-    lost = len(a.lost)
-    if gaps:
-        notes += f"; sequence gaps {gaps[:3]}"
-    return ScenarioResult(
-        name,
-        trials,
-        len(ids),
-        lost,
-        sum(n - 1 for n in a.duplicated.values()),
-        _duplicates_received(endpoint) - dup_before,
-        notes,
-    )
-
-
-# ---------------------------------------------------------------------- crash matrix
-def _kill_phase(
-    name: str,
-    cloud,
-    proxy: FaultProxy,
-    work: Path,
-    rng: random.Random,
-    kills: int,
-    setup: Callable[[], None],
-    during: Callable[[], None],
-    fps: float,
-    window: tuple[float, float],
-) -> ScenarioResult:
-    device = re.sub(r"\W+", "-", name)
-    db = work / f"{device}.db"
-    dup_before = _duplicates_received(cloud.url)
-    ids: list[str] = []
-    for trial in range(kills):
-        setup()
-        producer = _Producer(db, proxy.url, device, fps=fps, start=trial * 1_000_000, seed=trial)
-        during()
-        time.sleep(rng.uniform(*window))
-        producer.kill()
-        ids += producer.ids
-    proxy.pass_through()
-    _drain(db, proxy.url, device)
-    return _result(
-        f"SIGKILL edge: {name}",
-        cloud.url,
-        device,
-        ids,
-        kills,
-        dup_before,
-        f"killed at random moments in {window[0]:g}-{window[1]:g} s",
-    )
-
-
-def _cleanup_phase(cloud, work: Path, rng: random.Random, kills: int) -> ScenarioResult:
-    """SIGKILL ``edgebuf cleanup`` (deletes + incremental vacuum) mid-run, many times."""
-    device = "cleanup-vacuum"
-    db = work / f"{device}.db"
-    pending: list[str] = []
-    for trial in range(kills):
-        with LocalBufferManager(db) as store:
-            recs = [
-                prepare_record(
-                    {"detections": [], "pad": "v" * 300}, now=time.time(), max_bytes=10_000
-                )
-                for _ in range(20_000)
-            ]
-            store.add_predictions(device, recs)
-            store.mark_sent(store.claim(19_900).ids)  # delivered elsewhere: cleanup fodder
-            pending = [
-                r
-                for (r,) in store._conn.execute(
-                    "SELECT record_id FROM prediction_buffer WHERE status='pending'"
-                )
-            ]
-        time.sleep(0.01)
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "edgebuf.ops.cli",
-                "cleanup",
-                "--db",
-                str(db),
-                "--older-than-days",
-                "0",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        time.sleep(rng.uniform(0.25, 0.9))
-        kill_process(proc)
-        ok, message = check_integrity(db)
-        if not ok:
-            return ScenarioResult(
-                "SIGKILL during cleanup/VACUUM",
-                trial + 1,
-                len(pending),
-                len(pending),
-                0,
-                0,
-                f"integrity check failed: {message}",
-            )
-    with LocalBufferManager(db, exclusive=False) as store:
-        held = {
-            r
-            for (r,) in store._conn.execute(
-                "SELECT record_id FROM prediction_buffer WHERE status='pending'"
-            )
-        }
-    lost_locally = len(set(pending) - held)
-    dup_before = _duplicates_received(cloud.url)
-    _drain(db, cloud.url, device)
-    result = _result(
-        "SIGKILL during cleanup/VACUUM",
-        cloud.url,
-        device,
-        sorted(held),
-        kills,
-        dup_before,
-        "integrity check passed after every kill",
-        check_gaps=False,
-    )
-    result.lost += lost_locally
-    return result
-
-
-def crash_matrix(cloud, work: Path, kills: int, seed: int = 0) -> list[ScenarioResult]:
-    """``kills`` SIGKILLs spread over five phases of the edge's life."""
-    rng = random.Random(seed)
-    per = max(1, kills // 5)
-    with FaultProxy(cloud.url) as proxy:
-        nothing = lambda: None  # noqa: E731
-        rows = [
-            _kill_phase(
-                "inside log_prediction",
-                cloud,
-                proxy,
-                work,
-                rng,
-                per,
-                proxy.pass_through,
-                nothing,
-                fps=0,
-                window=(0.5, 1.2),
-            ),
-            _kill_phase(
-                "request in flight / cloud committed, ack pending",
-                cloud,
-                proxy,
-                work,
-                rng,
-                per,
-                lambda: proxy.slow(0.25, health=False),
-                nothing,
-                fps=400,
-                window=(0.6, 1.4),
-            ),
-            _kill_phase(
-                "claiming and sending batches",
-                cloud,
-                proxy,
-                work,
-                rng,
-                per,
-                proxy.pass_through,
-                nothing,
-                fps=2000,
-                window=(0.6, 1.4),
-            ),
-            _kill_phase(
-                "during recovery of a backlog",
-                cloud,
-                proxy,
-                work,
-                rng,
-                per,
-                proxy.down,
-                lambda: (time.sleep(0.9), proxy.pass_through()),
-                fps=1500,
-                window=(0.1, 0.9),
-            ),
-        ]
-    rows.append(_cleanup_phase(cloud, work, rng, kills - 4 * per))
-    return rows
+__all__ = ["ScenarioResult", "crash_matrix", "format_table", "run_all"]
 
 
 # ---------------------------------------------------------------------- cloud faults
@@ -419,7 +138,7 @@ def sigterm_shutdown(cloud, work: Path, trials: int = 3) -> ScenarioResult:
 # ---------------------------------------------------------------------- corruption
 def corruption(work: Path) -> list[ScenarioResult]:
     """Damaged buffer files: repair salvages every row on an undamaged page."""
-    from edgebuf.ops.monitor import repair_db
+    from edgebuf.store.repair import repair_db
 
     rows = []
     for name, damage in (
@@ -439,9 +158,8 @@ def corruption(work: Path) -> list[ScenarioResult]:
             store.checkpoint("TRUNCATE")
         db.write_bytes(damage(db.read_bytes()))
         report = repair_db(db)
-        conn = sqlite3.connect(db)
-        held = conn.execute("SELECT count(*) FROM prediction_buffer").fetchone()[0]
-        conn.close()
+        with LocalBufferManager(db, exclusive=False) as salvaged:
+            held = sum(salvaged.counts().values())
         rows.append(
             ScenarioResult(
                 f"corrupt buffer: {name}",

@@ -90,7 +90,7 @@ def export(db: Path | None, out_dir: Path, fmt: str) -> None:
 @db_option
 def repair(db: Path | None) -> None:
     """Check integrity; if damaged, keep the file aside and salvage every readable row."""
-    from edgebuf.ops.monitor import repair_db
+    from edgebuf.store.repair import repair_db
 
     with _guard():
         report = repair_db(_db(db))

@@ -7,39 +7,19 @@ All figures are read from SQLite, except the live ones only a running client kno
 
 from __future__ import annotations
 
-import datetime as dt
-import os
-import shutil
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from edgebuf.store import salvage as repair
 from edgebuf.config import GIB
-from edgebuf.store.schema import SEQ_PREFIX
-from edgebuf.store import LocalBufferManager, acquire_process_lock
+from edgebuf.ops.export import StatsExport, backlog_series, export_stats
+from edgebuf.status import buffer_status
+from edgebuf.store import LocalBufferManager
+from edgebuf.store.repair import repair_db
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from edgebuf.client import EnhancedAsyncLoggingClient
 
-
-def _iso(ts: float | None) -> str | None:
-    if not ts:
-        return None
-    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).isoformat(timespec="seconds")
-
-
-@dataclass
-class StatsExport:
-    """DataFrames from ``export_stats``: one row per buffered record, the backlog over
-    time, and every record dropped without delivery (with its reason)."""
-
-    records: pd.DataFrame
-    backlog: pd.DataFrame
-    dropped: pd.DataFrame
-    files: list[str]
+__all__ = ["BufferMonitor", "StatsExport", "backlog_series", "repair_db"]
 
 
 class BufferMonitor:
@@ -83,71 +63,14 @@ class BufferMonitor:
     def get_full_status(self) -> dict[str, Any]:
         """Counts by status, oldest pending age, size and capacity, free disk, connectivity,
         last success / error, send rate and estimated time to drain the backlog."""
-        now = self.store.clock.time()
-        counts = self.store.counts()
-        meta = self.store.metadata()
-        size = self.store.size_info()
-        oldest = self.store.oldest_pending()
-        disk = shutil.disk_usage(self.store.path.parent)
-        live = int(meta.get("live_bytes", 0))
-        with self.store.read_connection() as conn:
-            dropped = dict(
-                conn.execute("SELECT reason, count(*) FROM dropped_records GROUP BY reason")
-            )
-        backlog = counts["pending"] + counts["sending"]
-        status: dict[str, Any] = {
-            "device_id": self.client.device_id if self.client else None,
-            "db_path": str(self.store.path),
-            "generated_at": _iso(now),
-            "counts": counts,
-            "backlog": backlog,
-            "oldest_pending_age_s": round(now - oldest[1], 3) if oldest else None,
-            "oldest_pending_timestamp": _iso(oldest[0]) if oldest else None,
-            "database": {
-                "file_bytes": size["file_bytes"],
-                "wal_bytes": size["wal_bytes"],
-                "live_bytes": live,
-                "capacity_bytes": self.capacity_bytes,
-                "capacity_used_pct": round(100.0 * live / self.capacity_bytes, 2),
-            },
-            "disk": {"free_bytes": disk.free, "total_bytes": disk.total},
-            "counters": {
-                k: int(v)
-                for k, v in meta.items()
-                if not k.startswith(SEQ_PREFIX) and k != "last_cleanup"
-            },
-            "last_cleanup": _iso(meta.get("last_cleanup")),
-            "sequences": {
-                k[len(SEQ_PREFIX) :]: int(v) for k, v in meta.items() if k.startswith(SEQ_PREFIX)
-            },
-            "dropped_by_reason": dropped,
-        }
-        if self.client is None:
-            status["connectivity"] = {"state": "not running"}
-            status["delivery"] = {}
-            return status
-        conn_mon, stats = self.client.connectivity, self.client.sender.stats
-        rate = stats.send_rate()
-        status["connectivity"] = {
-            "state": conn_mon.state,
-            "endpoint": self.client.settings.endpoint,
-            "last_probe_at": _iso(conn_mon.last_probe_at),
-            "last_change_at": _iso(conn_mon.last_change_at),
-        }
-        status["delivery"] = {
-            "last_success_at": _iso(stats.last_success),
-            "last_error": stats.last_error,
-            "last_error_at": _iso(stats.last_error_at),
-            "send_rate_per_s": round(rate, 2),
-            "eta_drain_s": round(backlog / rate, 1)
-            if rate > 0 and backlog
-            else (0.0 if not backlog else None),
-            "recovering": self.client.recovery.active,
-            "consecutive_failures": self.client.shipper.failures,
-        }
-        return status
+        return buffer_status(
+            self.store,
+            capacity_bytes=self.capacity_bytes,
+            device_id=self.client.device_id if self.client else None,
+            delivery=self.client.delivery_state() if self.client else None,
+        )
 
-    def print_status(self, file=None) -> None:
+    def print_status(self, file: IO[str] | None = None) -> None:
         """Print the full status in a form meant for a person at a terminal."""
         s = self.get_full_status()
         c, db, d = s["counts"], s["database"], s["disk"]
@@ -190,42 +113,11 @@ class BufferMonitor:
         freq: str | None = None,
         include_predictions: bool = False,
     ) -> StatsExport:
-        """Per-record delivery facts, a backlog time series and dropped records, as DataFrames.
-
-        Times are ``datetime64[ns, UTC]``; ``delivery_latency_s`` is sent_at - buffered_at.
-        With ``out_dir``, also writes ``records``, ``backlog`` and ``dropped`` as CSV or
-        Parquet (``fmt="parquet"`` needs pyarrow: ``pip install edgebuf[parquet]``).
-        """
-        import pandas as pd
-
-        if fmt not in ("csv", "parquet"):
-            raise ValueError("fmt must be 'csv' or 'parquet'")
-        cols = (
-            "id, record_id, device_id, seq, image_id, model_version, status, priority,"
-            " retry_count, last_error, timestamp, buffered_at, sent_at"
-            + (", prediction_data" if include_predictions else "")
+        """Per-record delivery facts, a backlog time series and dropped records, as DataFrames
+        (see ``edgebuf.ops.export.export_stats``)."""
+        return export_stats(
+            self.store, out_dir, fmt, freq=freq, include_predictions=include_predictions
         )
-        with self.store.read_connection() as conn:
-            records = pd.read_sql_query(f"SELECT {cols} FROM prediction_buffer ORDER BY id", conn)
-            dropped = pd.read_sql_query("SELECT * FROM dropped_records ORDER BY id", conn)
-        records["delivery_latency_s"] = records["sent_at"] - records["buffered_at"]
-        for col in ("timestamp", "buffered_at", "sent_at"):
-            records[col] = pd.to_datetime(records[col], unit="s", utc=True)
-        for col in ("timestamp", "dropped_at"):
-            dropped[col] = pd.to_datetime(dropped[col], unit="s", utc=True)
-        backlog = backlog_series(records, dropped, freq=freq)
-        files: list[str] = []
-        if out_dir is not None:
-            out = Path(out_dir)
-            out.mkdir(parents=True, exist_ok=True)
-            for name, frame in (("records", records), ("backlog", backlog), ("dropped", dropped)):
-                target = out / f"{name}.{fmt}"
-                if fmt == "csv":
-                    frame.to_csv(target, index=(name == "backlog"))
-                else:
-                    frame.to_parquet(target, index=(name == "backlog"))
-                files.append(str(target))
-        return StatsExport(records, backlog, dropped, files)
 
     # ------------------------------------------------------------------ repair
     def repair_db(self) -> dict[str, Any]:
@@ -246,49 +138,3 @@ def _age(seconds: float | None) -> str:
     if seconds < 7200:
         return f"{seconds / 60:.1f} min"
     return f"{seconds / 3600:.1f} h"
-
-
-def backlog_series(
-    records: pd.DataFrame, dropped: pd.DataFrame, freq: str | None = None
-) -> pd.DataFrame:
-    """Backlog (buffered, not yet delivered or dropped) and records delivered, over time.
-
-    Built from events: +1 backlog at ``buffered_at``; -1 backlog and +1 sent at
-    ``sent_at``; -1 backlog at ``dropped_at``. Covers the rows still held (cleanup removes
-    history older than the retention window).
-    """
-    import pandas as pd
-
-    def events(times: pd.Series, backlog: int, sent: int) -> pd.DataFrame:
-        times = times.dropna()
-        return pd.DataFrame({"backlog": backlog, "sent_total": sent}, index=pd.DatetimeIndex(times))
-
-    frame = pd.concat(
-        [
-            events(records["buffered_at"], 1, 0),
-            events(records["sent_at"], -1, 1),
-            events(dropped["dropped_at"], -1, 0),
-        ]
-    ).sort_index()
-    frame.index.name = "time"
-    if frame.empty:
-        return frame.astype("int64")
-    frame = frame.cumsum()
-    if freq is None:
-        span = (frame.index.max() - frame.index.min()).total_seconds()
-        freq = f"{max(1, int(span / 200))}s"
-    return frame.resample(freq).last().ffill().astype("int64")
-
-
-def repair_db(db_path: str | Path) -> dict[str, Any]:
-    """Integrity-check a buffer file and salvage it if damaged (see ``edgebuf.store.salvage``)."""
-    ok, message = repair.check_integrity(db_path)
-    if ok:
-        return {"repaired": False, "integrity": message}
-    fd = acquire_process_lock(db_path)  # no client may ship from a file being salvaged
-    try:
-        report = repair.salvage(db_path)
-    finally:
-        os.close(fd)
-    report["integrity"] = message
-    return report

@@ -107,7 +107,7 @@ class EdgeService:
     def buffer_writable(self) -> bool:
         """One empty write transaction: the file is writable and its lock obtainable."""
         try:
-            self.client.store.execute_write("UPDATE buffer_metadata SET value = value WHERE 0")
+            self.client.store.check_writable()
             return True
         except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
             log.warning("buffer not writable: %s", exc)

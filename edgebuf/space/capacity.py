@@ -23,13 +23,13 @@ Deletes run in short transactions (``CHUNK`` rows) so logging never waits long.
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections.abc import Sequence
 
 from edgebuf.errors import BufferFullError
 from edgebuf.records import NewRecord
-from edgebuf.store.schema import ROW_OVERHEAD
 from edgebuf.store import LocalBufferManager
+from edgebuf.store.maintenance import Room
+from edgebuf.store.schema import ROW_OVERHEAD
 
 log = logging.getLogger("edgebuf.space.capacity")
 
@@ -38,12 +38,6 @@ LOW_WATER = 0.80
 CHUNK = 5_000
 TIGHT_CHUNK = 200
 DAY = 86_400.0
-
-
-def _live_bytes(conn: sqlite3.Connection) -> int:
-    return int(
-        conn.execute("SELECT value FROM buffer_metadata WHERE key = 'live_bytes'").fetchone()[0]
-    )
 
 
 class CapacityManager:
@@ -70,21 +64,13 @@ class CapacityManager:
         return self.used_bytes() / self.capacity_bytes
 
     # ------------------------------------------------------------------ cleanup
-    def _delete_sent_chunk(self, extra_where: str, params: tuple, tight: bool = False) -> int:
+    def _delete_sent_chunk(self, sent_before: float | None, tight: bool = False) -> int:
         """One short transaction deleting the oldest matching sent rows.
 
         ``tight`` (on a full disk): small chunks, each followed by a checkpoint, so the WAL
         is reused from its start instead of growing - a delete only rewrites existing pages,
         so the checkpoint needs no new space either."""
-        chunk = TIGHT_CHUNK if tight else CHUNK
-        with self.store.transaction() as conn:
-            n = self.store.delete_rows(
-                conn,
-                "id IN (SELECT id FROM prediction_buffer WHERE status='sent'"
-                f" {extra_where} ORDER BY id LIMIT {chunk})",
-                params,
-                "total_cleaned",
-            )
+        n = self.store.delete_sent(sent_before=sent_before, limit=TIGHT_CHUNK if tight else CHUNK)
         if tight:
             self.store.checkpoint("RESTART")
         return n
@@ -100,13 +86,11 @@ class CapacityManager:
         before = self.store.size_info()["file_bytes"]
         deleted = 0
         while True:
-            n = self._delete_sent_chunk("AND sent_at < ?", (now - days * DAY,), tight)
+            n = self._delete_sent_chunk(now - days * DAY, tight)
             deleted += n
             if n < (TIGHT_CHUNK if tight else CHUNK):
                 break
-        self.store.execute_write(
-            "UPDATE buffer_metadata SET value = ? WHERE key = 'last_cleanup'", (now,)
-        )
+        self.store.set_last_cleanup(now)
         if deleted:
             self.store.incremental_vacuum()
             log.info("cleanup: deleted %d sent records older than %g days", deleted, days)
@@ -120,7 +104,7 @@ class CapacityManager:
             return report
         report.update(self.cleanup())
         while self.fraction_used() > LOW_WATER:
-            n = self._delete_sent_chunk("", ())
+            n = self._delete_sent_chunk(None)
             report["trimmed"] += n
             if n == 0:
                 break
@@ -132,15 +116,13 @@ class CapacityManager:
         """Delete every sent row, oldest first, in tight chunks (the disk-full measure)."""
         deleted = 0
         while True:
-            n = self._delete_sent_chunk("", (), tight=True)
+            n = self._delete_sent_chunk(None, tight=True)
             deleted += n
             if n < TIGHT_CHUNK:
                 return deleted
 
     # ------------------------------------------------------------------ admission
-    def make_room(
-        self, conn: sqlite3.Connection, records: Sequence[NewRecord], live_after: int
-    ) -> None:
+    def make_room(self, room: Room, records: Sequence[NewRecord], live_after: int) -> None:
         """Hook run inside the insert transaction, before ``records`` are inserted and with
         ``live_after`` = bytes held once they are: make room for them or refuse them."""
         over = live_after - self.capacity_bytes
@@ -151,44 +133,20 @@ class CapacityManager:
             raise BufferFullError(f"{incoming} bytes of records exceed capacity_bytes itself")
         # Sent rows first: deleting them loses nothing. Free 1% extra so this is not per record.
         slack = self.capacity_bytes // 100
-        over -= self._evict(conn, "status='sent'", "id", over + slack, None)
+        over -= room.evict("sent", over + slack, reason=None)
         if over <= 0:
             return
         if self.overflow_policy == "reject":
             raise BufferFullError(
-                f"buffer is full: {_live_bytes(conn)} of {self.capacity_bytes} bytes hold "
+                f"buffer is full: {room.live_bytes()} of {self.capacity_bytes} bytes hold "
                 "records not yet delivered and overflow_policy='reject'. Nothing of this call "
                 "was stored; nothing buffered was lost."
             )
-        over -= self._evict(conn, "status='pending'", "priority, id", over + slack, "capacity")
+        freed = room.evict("pending", over + slack, reason="capacity")
+        if freed:
+            log.warning("buffer full: evicted %d bytes of pending records (reason: capacity)", freed)
+        over -= freed
         if over > 0:
             raise BufferFullError(
                 f"buffer is full and nothing more can be evicted ({self.capacity_bytes} bytes)"
             )
-
-    def _evict(self, conn, where: str, order: str, target: int, reason: str | None) -> int:
-        """Delete rows in ``order`` until ``target`` bytes are freed; return bytes freed."""
-        chosen, freed = [], 0
-        for row_id, length in conn.execute(
-            f"SELECT id, length(prediction_data) FROM prediction_buffer WHERE {where}"
-            f" ORDER BY {order}"
-        ):
-            if freed >= target:
-                break
-            chosen.append(row_id)
-            freed += length + ROW_OVERHEAD
-        if not chosen:
-            return 0
-        id_list = ",".join(str(i) for i in chosen)  # integers read from SQLite itself
-        if reason is None:
-            self.store.delete_rows(conn, f"id IN ({id_list})", (), "total_cleaned")
-            return freed
-        conn.execute(
-            "INSERT INTO dropped_records (record_id, device_id, seq, image_id, priority,"
-            " timestamp, reason, dropped_at) SELECT record_id, device_id, seq, image_id,"
-            f" priority, timestamp, ?, ? FROM prediction_buffer WHERE id IN ({id_list})",
-            (reason, self.store.clock.time()),
-        )
-        self.store.delete_rows(conn, f"id IN ({id_list})", (), "evicted_capacity")
-        log.warning("buffer full: evicted %d pending records (reason: %s)", len(chosen), reason)
-        return freed

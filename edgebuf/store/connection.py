@@ -42,17 +42,41 @@ def translate(exc: sqlite3.Error, doing: str) -> StorageError:
     return StorageError(f"cannot {doing}: {exc}")
 
 
+_held_here: dict[str, int] = {}  # lock file (real path) -> fd, for locks this process holds
+_held_lock = threading.Lock()
+
+
 def acquire_process_lock(db_path: str | os.PathLike[str]) -> int:
-    """Take the advisory lock ``<db>.lock`` (released when the fd closes or the process dies)."""
-    fd = os.open(f"{db_path}.lock", os.O_CREAT | os.O_RDWR, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise StorageError(
-            f"the buffer {db_path} is in use by another edgebuf process; one client per buffer"
-        ) from None
+    """Take the advisory lock ``<db>.lock`` (released by ``release_process_lock``, or when
+    the process dies). One holder per buffer: another process, or another client of this
+    one, is refused with a message that says which."""
+    lock_path = os.path.realpath(f"{db_path}.lock")
+    with _held_lock:
+        if lock_path in _held_here:
+            raise StorageError(
+                f"the buffer {db_path} is already open in this process (another client or "
+                "repair holds it, e.g. from an earlier notebook cell): close that client first "
+                "(client.close()), or reuse it"
+            )
+        fd = os.open(lock_path, os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StorageError(
+                f"the buffer {db_path} is in use by another edgebuf process; one client per buffer"
+            ) from None
+        _held_here[lock_path] = fd
     return fd
+
+
+def release_process_lock(fd: int) -> None:
+    """Release a lock taken by ``acquire_process_lock`` (closing the fd drops the flock)."""
+    with _held_lock:
+        for path, held in list(_held_here.items()):
+            if held == fd:
+                del _held_here[path]
+        os.close(fd)
 
 
 class StoreConnection:
@@ -114,7 +138,7 @@ class StoreConnection:
 
     def _release_process_lock(self) -> None:
         if self._lock_fd is not None:
-            os.close(self._lock_fd)  # closing the descriptor releases the flock
+            release_process_lock(self._lock_fd)
             self._lock_fd = None
 
     def _connect(self) -> sqlite3.Connection:

@@ -72,14 +72,10 @@ class Maintenance(Counters):
             )
         return n
 
-    def execute_write(self, sql: str, params: tuple = ()) -> int:
-        """Run one write statement in its own transaction (for maintenance code); rowcount."""
-        with self._storage_errors("update the buffer"), self._tx() as conn:
-            return conn.execute(sql, params).rowcount
-
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction for maintenance code in this package (cleanup, eviction)."""
+        """A write transaction for code inside this package (salvage) and for tests; the layers
+        above use the named methods."""
         with self._storage_errors("update the buffer"), self._tx() as conn:
             yield conn
 
@@ -139,3 +135,128 @@ class Maintenance(Counters):
             # executescript steps the pragma to completion; execute() frees a single page.
             self._conn.executescript(f"PRAGMA incremental_vacuum({int(pages)});")
             self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+    # ------------------------------------------------------------------ named reads for the layers above
+    def dropped_by_reason(self) -> dict[str, int]:
+        """Records removed without delivery, counted by reason (``dropped_records``)."""
+        with self._lock, self._storage_errors("read the dropped records"):
+            return dict(
+                self._conn.execute(
+                    "SELECT reason, count(*) FROM dropped_records GROUP BY reason"
+                ).fetchall()
+            )
+
+    def record_ids(self, status: str) -> list[str]:
+        """Record ids of every row in ``status`` (drills and audits count with these)."""
+        with self._lock, self._storage_errors("read record ids"):
+            return [
+                r
+                for (r,) in self._conn.execute(
+                    "SELECT record_id FROM prediction_buffer WHERE status = ? ORDER BY id",
+                    (status,),
+                )
+            ]
+
+    def first_dropped_at(self) -> float | None:
+        """Wall time of the first record dropped without delivery, or None."""
+        with self._lock, self._storage_errors("read the dropped records"):
+            return self._conn.execute("SELECT min(dropped_at) FROM dropped_records").fetchone()[0]
+
+    def export_rows(
+        self, *, include_predictions: bool = False
+    ) -> tuple[tuple[list[str], list[tuple]], tuple[list[str], list[tuple]]]:
+        """(columns, rows) of every buffered record and of every dropped record, read on a
+        separate connection (one WAL snapshot) so an export never blocks logging."""
+        cols = (
+            "id, record_id, device_id, seq, image_id, model_version, status, priority,"
+            " retry_count, last_error, timestamp, buffered_at, sent_at"
+            + (", prediction_data" if include_predictions else "")
+        )
+        with self._storage_errors("export the buffer"), self.read_connection() as conn:
+            conn.execute("BEGIN")
+            cur = conn.execute(f"SELECT {cols} FROM prediction_buffer ORDER BY id")
+            records = ([d[0] for d in cur.description], cur.fetchall())
+            cur = conn.execute("SELECT * FROM dropped_records ORDER BY id")
+            dropped = ([d[0] for d in cur.description], cur.fetchall())
+            conn.execute("COMMIT")
+        return records, dropped
+
+    # ------------------------------------------------------------------ named writes for capacity
+    def delete_sent(self, *, sent_before: float | None, limit: int) -> int:
+        """One short transaction deleting up to ``limit`` of the oldest sent rows (only those
+        sent before ``sent_before`` when given); counters stay exact. Returns how many."""
+        extra, params = ("AND sent_at < ?", (sent_before,)) if sent_before is not None else ("", ())
+        with self.transaction() as conn:
+            return self.delete_rows(
+                conn,
+                "id IN (SELECT id FROM prediction_buffer WHERE status='sent'"
+                f" {extra} ORDER BY id LIMIT {int(limit)})",
+                params,
+                "total_cleaned",
+            )
+
+    def set_last_cleanup(self, when: float) -> None:
+        """Record the wall time of a cleanup run."""
+        with self.transaction() as conn:
+            conn.execute("UPDATE buffer_metadata SET value = ? WHERE key = 'last_cleanup'", (when,))
+
+    def count_rejected_call(self) -> None:
+        """Count one log call refused with ``BufferFullError`` (``rejected_full``)."""
+        with self.transaction() as conn:
+            conn.execute("UPDATE buffer_metadata SET value = value + 1 WHERE key = 'rejected_full'")
+
+    def check_writable(self) -> None:
+        """Raise a ``StorageError`` unless a write transaction can commit now (readiness)."""
+        with self.transaction() as conn:
+            conn.execute("UPDATE buffer_metadata SET value = value WHERE 0")
+
+
+class Room:
+    """What the capacity policy may do inside an insert's transaction, before the rows land:
+    read the exact byte count, delete sent rows, evict pending ones (audited by reason)."""
+
+    def __init__(self, store: Maintenance, conn: sqlite3.Connection) -> None:
+        self._store = store
+        self._conn = conn
+
+    def live_bytes(self) -> int:
+        """Bytes held in records, exact (the counters are folded before the hook runs)."""
+        return int(
+            self._conn.execute(
+                "SELECT value FROM buffer_metadata WHERE key = 'live_bytes'"
+            ).fetchone()[0]
+        )
+
+    def evict(self, status: str, target: int, *, reason: str | None) -> int:
+        """Delete ``status`` rows until ``target`` bytes are freed; return bytes freed.
+
+        Sent rows go oldest first and cost nothing (counted as cleaned). Pending rows go
+        lowest priority, then oldest, first, each written to ``dropped_records`` with
+        ``reason`` and counted in ``evicted_<reason>``."""
+        if status not in (Status.SENT.value, Status.PENDING.value):
+            raise ValueError(f"cannot evict {status!r} rows")
+        order = "id" if status == Status.SENT.value else "priority, id"
+        chosen, freed = [], 0
+        for row_id, length in self._conn.execute(
+            f"SELECT id, length(prediction_data) FROM prediction_buffer WHERE status = ?"
+            f" ORDER BY {order}",
+            (status,),
+        ):
+            if freed >= target:
+                break
+            chosen.append(row_id)
+            freed += length + ROW_OVERHEAD
+        if not chosen:
+            return 0
+        id_list = ",".join(str(i) for i in chosen)  # integers read from SQLite itself
+        if reason is None:
+            self._store.delete_rows(self._conn, f"id IN ({id_list})", (), "total_cleaned")
+            return freed
+        self._conn.execute(
+            "INSERT INTO dropped_records (record_id, device_id, seq, image_id, priority,"
+            " timestamp, reason, dropped_at) SELECT record_id, device_id, seq, image_id,"
+            f" priority, timestamp, ?, ? FROM prediction_buffer WHERE id IN ({id_list})",
+            (reason, self._store.clock.time()),
+        )
+        self._store.delete_rows(self._conn, f"id IN ({id_list})", (), f"evicted_{reason}")
+        return freed

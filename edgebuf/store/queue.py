@@ -19,6 +19,7 @@ from edgebuf.errors import StorageError
 from edgebuf.records import NewRecord
 from edgebuf.store.connection import translate
 from edgebuf.store.counters import Counters
+from edgebuf.store.maintenance import Room
 from edgebuf.store.schema import ROW_OVERHEAD
 
 _encode_str = json.encoder.encode_basestring  # JSON string literal, non-ASCII kept as is
@@ -108,7 +109,7 @@ class Queue(Counters):
         Each record gets a random 128-bit record id and the next sequence number of
         ``device_id``. When this returns, the rows are committed (WAL).
 
-        ``before_commit(conn, records, live_bytes)`` is the capacity policy's hook, called
+        ``before_commit(room, records, live_bytes)`` is the capacity policy's hook, called
         inside the transaction before the rows are inserted, with the buffer's exact byte
         count as it will be with them. Given ``capacity_bytes``, it is called only when the
         rows might not fit: an exclusive store knows an upper bound of ``live_bytes`` (only
@@ -147,7 +148,7 @@ class Queue(Counters):
                     if not fits:
                         self._live_upper = None  # unknown until this commit lands
                         self.fold(conn)
-                        before_commit(conn, records, self._folded(conn, "live_bytes") + added)
+                        before_commit(Room(self, conn), records, self._folded(conn, "live_bytes") + added)
                         live_after = self._folded(conn, "live_bytes") + added
                     first = last_seq + 1
                     rows = [

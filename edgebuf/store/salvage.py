@@ -1,9 +1,10 @@
 """Integrity check and salvage of a damaged buffer file.
 
-A damaged buffer is never deleted: it is moved aside (with its WAL, whose committed
-frames may hold the newest records), every readable row is copied into a fresh buffer,
-and the report says what was saved and what could not be. Rows that were in flight come
-back as ``pending``; the cloud de-duplicates anything that had in fact arrived.
+Reads a damaged buffer (a copy kept aside by ``edgebuf.store.repair``, with its WAL, whose
+committed frames may hold the newest records) window by window and copies every readable,
+valid row into a fresh buffer; the report says what was saved and what could not be. Rows
+that were in flight come back as ``pending``; the cloud de-duplicates anything that had in
+fact arrived.
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ import logging
 import os
 import shutil
 import sqlite3
-import time
 from pathlib import Path
 from typing import Any
 
 from edgebuf.store.counters import effective_metadata
+from edgebuf.store.files import fsync_path
 from edgebuf.store.schema import COUNTED_THROUGH, ROW_OVERHEAD, SEQ_PREFIX
 
 log = logging.getLogger("edgebuf.store.salvage")
@@ -28,40 +29,6 @@ _ROW_COLUMNS = (
     "id, record_id, device_id, seq, prediction_data, image_id, model_version, timestamp,"
     " buffered_at, sent_at, status, retry_count, last_error, priority"
 )
-
-
-def check_integrity(db_path: str | os.PathLike[str]) -> tuple[bool, str]:
-    """Run ``PRAGMA quick_check``; return (ok, message). A missing file counts as ok."""
-    path = Path(db_path)
-    if not path.exists():
-        return True, "no buffer file yet"
-    try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            rows = conn.execute("PRAGMA quick_check").fetchall()
-            conn.execute("SELECT count(*) FROM prediction_buffer").fetchone()
-        finally:
-            conn.close()
-    except sqlite3.Error as exc:
-        return False, str(exc)
-    message = "; ".join(r[0] for r in rows[:5])
-    return message == "ok", message
-
-
-def _move_aside(path: Path) -> Path:
-    stamp = time.strftime("%Y%m%dT%H%M%S")
-    aside = path.with_name(f"{path.name}.damaged-{stamp}")
-    n = 0
-    while aside.exists():
-        n += 1
-        aside = path.with_name(f"{path.name}.damaged-{stamp}-{n}")
-    os.replace(path, aside)
-    wal = Path(f"{path}-wal")
-    if wal.exists():
-        os.replace(wal, Path(f"{aside}-wal"))  # keep committed frames with their database
-    with contextlib.suppress(FileNotFoundError):
-        os.remove(f"{path}-shm")  # shared-memory index: rebuilt from the WAL
-    return aside
 
 
 def _read_window(src: sqlite3.Connection, cursor: int) -> tuple[list[tuple], int]:
@@ -152,17 +119,23 @@ def _safe(src: sqlite3.Connection, sql: str) -> list[tuple]:
         return []
 
 
-def salvage(db_path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Move a damaged buffer aside and copy every readable row into a fresh one."""
+def salvage_into(aside: Path, target: Path) -> dict[str, Any]:
+    """Copy every readable row of the damaged file ``aside`` (with its WAL) into a fresh
+    buffer at ``target``, complete and synced to disk when this returns. ``aside`` is only
+    read (through a scratch copy), so this can be run again after a crash."""
     from edgebuf.store.manager import LocalBufferManager  # the fresh buffer gets the current schema
 
-    path = Path(db_path)
-    aside = _move_aside(path)
+    for stale in (target, Path(f"{target}-wal"), Path(f"{target}-shm")):
+        with contextlib.suppress(FileNotFoundError):
+            stale.unlink()
     report: dict[str, Any] = {"repaired": True, "damaged_copy": str(aside)}
     work = Path(f"{aside}.work")  # the aside copy stays exactly as it was found
     shutil.copyfile(aside, work)
     if Path(f"{aside}-wal").exists():
         shutil.copyfile(f"{aside}-wal", f"{work}-wal")
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            Path(f"{work}-wal").unlink()
     _pad_to_header_size(work)
     try:
         src = sqlite3.connect(work)
@@ -188,7 +161,8 @@ def salvage(db_path: str | os.PathLike[str]) -> dict[str, Any]:
         for leftover in (work, Path(f"{work}-wal"), Path(f"{work}-shm")):
             with contextlib.suppress(FileNotFoundError):
                 leftover.unlink()
-    with LocalBufferManager(path, exclusive=False) as fresh, fresh.transaction() as conn:
+    fresh = LocalBufferManager(target, exclusive=False, durability="full")
+    with fresh, fresh.transaction() as conn:
         conn.executemany(
             f"INSERT INTO prediction_buffer ({_ROW_COLUMNS}) VALUES"
             " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -243,5 +217,6 @@ def salvage(db_path: str | os.PathLike[str]) -> dict[str, Any]:
         expected_rows=expected,
         missing_rows=None if expected is None else max(0, expected - len(rows)),
     )
-    log.warning("repaired %s: %s", path, report)
+    # The last connection closed: SQLite checkpointed the WAL into the file and removed it.
+    fsync_path(target)
     return report
