@@ -23,6 +23,15 @@ from pydantic import (
     create_model,
 )
 
+from edgebuf.wire import (
+    DEVICE_ID_PATTERN,
+    MAX_DEVICE_ID,
+    MAX_IMAGE_ID,
+    MAX_MODEL_VERSION,
+    MAX_RECORD_ID,
+    MAX_SEQ,
+)
+
 __all__ = [
     "DEVICE_ID_PATTERN",
     "MAX_SEQ",
@@ -40,8 +49,6 @@ __all__ = [
     "parse_epoch",
 ]
 
-DEVICE_ID_PATTERN = r"^[A-Za-z0-9._:@-]+$"
-MAX_SEQ = 2**63 - 1  # BIGINT
 _DATETIME = TypeAdapter(datetime)
 
 
@@ -85,12 +92,12 @@ def parse_epoch(value: object) -> object:
 
 
 DeviceId = Annotated[
-    str, Field(min_length=1, max_length=128, pattern=DEVICE_ID_PATTERN, examples=["line1-cam3"])
+    str, Field(min_length=1, max_length=MAX_DEVICE_ID, pattern=DEVICE_ID_PATTERN, examples=["line1-cam3"])
 ]
 # Documents what `_no_nul` enforces (the validator gives the clearer error message).
 _NUL_FREE: dict[str, Any] = {"pattern": r"^[^\x00]*$"}
 Text64 = Annotated[
-    str, Field(min_length=1, max_length=64, json_schema_extra=_NUL_FREE), AfterValidator(_no_nul)
+    str, Field(min_length=1, max_length=MAX_RECORD_ID, json_schema_extra=_NUL_FREE), AfterValidator(_no_nul)
 ]
 EpochSeconds = Annotated[
     float,
@@ -113,11 +120,11 @@ class PredictionRecord(BaseModel):
         ge=1, le=MAX_SEQ, description="Per-device sequence number from the edge."
     )
     image_id: Annotated[
-        str, Field(max_length=256, json_schema_extra=_NUL_FREE), AfterValidator(_no_nul)
+        str, Field(max_length=MAX_IMAGE_ID, json_schema_extra=_NUL_FREE), AfterValidator(_no_nul)
     ] | None = None
     timestamp: EpochSeconds
     model_version: Annotated[
-        str, Field(max_length=128, json_schema_extra=_NUL_FREE), AfterValidator(_no_nul)
+        str, Field(max_length=MAX_MODEL_VERSION, json_schema_extra=_NUL_FREE), AfterValidator(_no_nul)
     ] | None = None
     prediction: dict[str, Any] = Field(description="Stored verbatim as JSON text.")
 

@@ -32,7 +32,14 @@ from typing import Any
 from fastapi import HTTPException
 from pydantic_core import from_json
 
-from cloud.models import DEVICE_ID_PATTERN, MAX_SEQ, LogBatch
+from cloud.models import LogBatch
+from edgebuf.wire import (
+    DEVICE_ID_PATTERN,
+    MAX_IMAGE_ID,
+    MAX_MODEL_VERSION,
+    MAX_RECORD_ID,
+    MAX_SEQ,
+)
 
 __all__ = ["Batch", "Record", "check_no_nan", "parse_batch"]
 
@@ -91,11 +98,11 @@ def _fast(data: object, max_records: int) -> Batch | None:
         image_id = item.get("image_id")
         model_version = item.get("model_version")
         if (
-            type(record_id) is not str or not 0 < len(record_id) <= 64 or "\x00" in record_id
+            type(record_id) is not str or not 0 < len(record_id) <= MAX_RECORD_ID or "\x00" in record_id
             or type(seq) is not int or not 1 <= seq <= MAX_SEQ
             or type(prediction) is not dict
-            or not _optional_text(image_id, 256)
-            or not _optional_text(model_version, 128)
+            or not _optional_text(image_id, MAX_IMAGE_ID)
+            or not _optional_text(model_version, MAX_MODEL_VERSION)
         ):
             return None
         kind = type(timestamp)

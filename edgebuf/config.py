@@ -17,8 +17,8 @@ from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from edgebuf.errors import ConfigError
+from edgebuf.wire import DEVICE_ID_RE
 
-DEVICE_ID_RE = re.compile(r"^[A-Za-z0-9._:@-]{1,128}$")
 GIB = 1024**3
 
 
@@ -79,7 +79,7 @@ class EdgeSettings(BaseSettings):
     @field_validator("device_id")
     @classmethod
     def _check_device_id(cls, value: str) -> str:
-        if not DEVICE_ID_RE.match(value):
+        if not DEVICE_ID_RE.fullmatch(value):
             raise ValueError(
                 f"device_id must be 1-128 characters of letters, digits and ._:@- , got {value!r}"
             )

@@ -1,8 +1,9 @@
 """Validation and serialisation of one prediction record, before it touches the disk.
 
 Everything here runs before the SQLite transaction opens, so a bad record is
-refused with a clear error and nothing of it is stored. The rules match what the
-cloud accepts, so a record the edge stores is never refused later as poison.
+refused with a clear error and nothing of it is stored. The rules are the wire
+contract of ``edgebuf.wire``, which the cloud imports too, so a record the edge stores is
+never refused later as poison.
 """
 
 from __future__ import annotations
@@ -14,10 +15,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
 from edgebuf.errors import InvalidRecordError, RecordTypeError
-
-MAX_DEPTH = 64
-MAX_IMAGE_ID = 256
-MAX_MODEL_VERSION = 128
+from edgebuf.wire import MAX_DEPTH, MAX_IMAGE_ID, MAX_MODEL_VERSION, text_problem
 
 
 class NewRecord(NamedTuple):
@@ -104,13 +102,9 @@ def _check_text(name: str, value: Any, limit: int) -> str | None:
         return None
     if not isinstance(value, str):
         raise RecordTypeError(f"{name} must be a str or None, got {type(value).__name__}")
-    if len(value) > limit:
-        raise InvalidRecordError(f"{name} is {len(value)} characters, over the limit of {limit}")
-    if not value.isascii():  # ASCII is valid UTF-8; only other text can hold a lone surrogate
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise InvalidRecordError(f"{name} is not valid UTF-8 text") from None
+    problem = text_problem(value, limit)
+    if problem is not None:
+        raise InvalidRecordError(f"{name} {problem}")
     return value
 
 
