@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from edgebuf.aio import AsyncSurface
 from edgebuf.clock import Clock, SystemClock
 from edgebuf.config import EdgeSettings, load_settings
-from edgebuf.delivery.connectivity import DOWN, UP, ConnectivityMonitor
+from edgebuf.delivery.connectivity import ConnectivityMonitor
 from edgebuf.delivery.recovery import BufferRecoveryManager
 from edgebuf.delivery.sender import Sender
 from edgebuf.delivery.shipper import ShippingLoop
@@ -173,7 +173,6 @@ class EnhancedAsyncLoggingClient(AsyncSurface):
                 backoff_cap=s.backoff_cap,
                 rng=rng,
             )
-            self.recovery.on_start = self.shipper.wake
             self.connectivity.add_callback(self._on_connectivity)
             if on_connectivity_change is not None:
                 self.connectivity.add_callback(on_connectivity_change)
@@ -192,8 +191,6 @@ class EnhancedAsyncLoggingClient(AsyncSurface):
             if self._started:
                 return self
             self._started = True
-        if self.store.count_pending(at_most=1):
-            self.recovery.start_recovery()  # "load on startup"
         # The shipping thread now checkpoints every second off the hot path; SQLite's own
         # checkpoint stays as a backstop at a larger WAL size (it runs inside a COMMIT).
         self.store.set_autocheckpoint(10_000)
@@ -237,9 +234,7 @@ class EnhancedAsyncLoggingClient(AsyncSurface):
 
     def _on_connectivity(self, old: str, new: str) -> None:
         # Restored (or first seen up with a backlog on disk): drain what waited.
-        if new == UP and (old == DOWN or self.store.count_pending(at_most=1)):
-            self.recovery.start_recovery()
-        self.shipper.wake()
+        self.shipper.wake()  # the loop drains whatever the buffer holds
 
     # ------------------------------------------------------------------ logging
     def _check_open(self) -> None:
@@ -316,8 +311,6 @@ class EnhancedAsyncLoggingClient(AsyncSurface):
         if deadline is not None:
             end = min(end, deadline)
         self.shipper.request_flush()
-        if self.store.count_pending(at_most=1):
-            self.recovery.start_recovery()
         while True:
             if not self.store.has_unsent():
                 return True
@@ -355,8 +348,7 @@ class EnhancedAsyncLoggingClient(AsyncSurface):
     def requeue_failed(self) -> int:
         """Put every dead-lettered record back to pending and start sending it."""
         n = self.store.requeue_failed()
-        if n:
-            self.recovery.start_recovery()
+        self.shipper.wake()
         return n
 
     # ------------------------------------------------------------------ status

@@ -96,7 +96,24 @@ def load_settings(**overrides: Any) -> EdgeSettings:
         return EdgeSettings(**given)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}"
-            for err in exc.errors()
+            f"{_name_and_env(err['loc'])}: {err['msg']}" for err in exc.errors()
         )
         raise ConfigError(f"invalid edgebuf settings: {problems}") from None
+
+
+def env_name(field: str) -> str:
+    """The environment variable(s) a setting is read from, e.g. ``EDGEBUF_BATCH_SIZE``."""
+    info = EdgeSettings.model_fields.get(field)
+    alias = info.validation_alias if info is not None else None
+    if isinstance(alias, AliasChoices):
+        names = [c for c in alias.choices if isinstance(c, str) and c.isupper()]
+        if names:
+            return " or ".join(names)
+    return f"EDGEBUF_{field.upper()}"
+
+
+def _name_and_env(loc: tuple[int | str, ...]) -> str:
+    field = ".".join(str(p) for p in loc) or "settings"
+    if field in EdgeSettings.model_fields:
+        return f"{field} (${env_name(field)})"
+    return field

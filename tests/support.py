@@ -22,3 +22,8 @@ def drive(client, clock, *, until=None, steps: int = 2000) -> int:
         if delay:
             clock.advance(delay)
     raise AssertionError(f"still not done after {steps} passes: {client.store.counts()}")
+
+
+def log_n(client, n, prediction=DET):
+    """Log ``n`` copies of ``prediction``; return their record ids."""
+    return [client.log_prediction(prediction, image_id=f"f{i}") for i in range(n)]

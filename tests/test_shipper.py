@@ -171,9 +171,11 @@ def test_lost_acknowledgement_is_resent_and_stored_once(make_client, cloud, cloc
 def test_new_records_are_not_stuck_behind_the_backlog(make_client, cloud, clock):
     client = make_client(backfill_batch_size=100)
     cloud.up = False
-    cloud.script(*[None] * 6)
+    # The backlog lane sends two requests per step: enough failures for both lanes to give up.
+    cloud.script(*[None] * 12)
     log_n(client, 2000)
     drive(client, clock, until=lambda: client.connectivity.is_down)
+    cloud.replies.clear()
     cloud.up = True
     client.connectivity.check_once()
     for _ in range(3):  # a few backlog steps

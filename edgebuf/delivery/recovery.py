@@ -1,22 +1,25 @@
-"""BufferRecoveryManager: drains the backlog of pending rows after an outage or a restart.
+"""BufferRecoveryManager: the backlog lane, draining pending rows oldest-first.
 
-The backlog lane sends oldest-first in large batches (``backfill_batch_size``), one request
-at a time, while the shipping loop keeps serving new records on the live lane between
-steps, so fresh predictions are not stuck behind hours of backlog. A failed step hands
-control back to the shipping loop, whose backoff honours ``Retry-After`` (429/503), so the
-drain paces itself to what the cloud can take.
+Whether there is a backlog is read from SQLite on every pass of the shipping loop (an index
+probe: ``has_backlog``), never kept in a flag: rows released by a failed send, requeued by
+``edgebuf requeue-failed`` from another process, or found on disk at start-up are all
+drained the same way, with no event to miss. The lane sends oldest-first in large batches
+(``backfill_batch_size``), ``concurrency`` requests at a time, while the shipping loop keeps
+serving new records on the live lane between steps, so fresh predictions are not stuck
+behind hours of backlog. A failed step hands control back to the shipping loop, whose
+backoff honours ``Retry-After`` (429/503), so the drain paces itself to what the cloud can
+take.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from edgebuf.clock import Clock
 from edgebuf.delivery.sender import Sender, SendOutcome
-from edgebuf.store import LocalBufferManager
+from edgebuf.store import Batch, LocalBufferManager
 
 log = logging.getLogger("edgebuf.delivery.recovery")
 
@@ -51,43 +54,58 @@ class BufferRecoveryManager:
         self.batch_size = batch_size
         self.concurrency = max(1, concurrency)
         self._pool: ThreadPoolExecutor | None = None
-        self._active = threading.Event()
+        self._draining = False  # for the log and the count only; SQLite decides what to send
         self.recoveries_started = 0
-        self.on_start = None  # set by the client: wakes the shipping loop
 
     @property
     def active(self) -> bool:
-        return self._active.is_set()
+        """Whether any record waits to be sent (read from the buffer, not remembered)."""
+        return self.has_backlog(0)
+
+    def has_backlog(self, live: int) -> bool:
+        """Whether more than ``live`` records are pending: the newest ``live`` belong to the
+        live lane's next batch, anything beyond is backlog. Costs at most ``live + 1`` index
+        entries, so the shipping loop asks on every pass."""
+        return self.store.count_pending(at_most=live + 1) > live
 
     def start_recovery(self) -> None:
-        """Begin draining pending rows (no-op if a drain is already under way)."""
-        if not self._active.is_set():
-            self.recoveries_started += 1
-            self._active.set()
-            log.info("recovery started: draining pending records")
-        if self.on_start is not None:
-            self.on_start()
+        """Kept for the design's API: the shipping loop drains any backlog it finds on disk
+        at every pass, so there is nothing to switch on; this only logs the intent."""
+        log.debug("recovery requested; the shipping loop drains what the buffer holds")
 
     def stop_recovery(self) -> None:
-        self._active.clear()
+        """Kept for the design's API (see ``start_recovery``)."""
+
+    def _claim_all(self) -> list[Batch]:
+        batches: list[Batch] = []
+        try:
+            for _ in range(self.concurrency):
+                batch = self.store.claim(self.batch_size)
+                if batch is None:
+                    break
+                batches.append(batch)
+        except Exception:
+            for batch in batches:  # claimed but never to be sent: back to pending now
+                self.store.release_claim(batch.claim_id, "claim of a sibling batch failed")
+            raise
+        return batches
 
     def drain_step(self) -> SendOutcome | None:
         """Send up to ``concurrency`` backlog batches (oldest first) at once. Returns None
-        when nothing is pending, which ends the recovery.
+        when nothing is pending.
 
         Two requests in flight let the edge claim, encode and compress one batch while the
         cloud stores the other; more would only queue at the cloud's database."""
-        batches = []
-        for _ in range(self.concurrency):
-            batch = self.store.claim(self.batch_size)
-            if batch is None:
-                break
-            batches.append(batch)
+        batches = self._claim_all()
         if not batches:
-            if self._active.is_set():
-                self._active.clear()
+            if self._draining:
+                self._draining = False
                 log.info("recovery complete: no pending records left")
             return None
+        if not self._draining:
+            self._draining = True
+            self.recoveries_started += 1
+            log.info("recovery started: draining pending records")
         if len(batches) == 1:
             return self.sender.send_batch(batches[0])
         if self._pool is None:
@@ -113,7 +131,6 @@ class BufferRecoveryManager:
         or ``max_seconds`` pass. For tools and tests; the client drains in its own thread."""
         report = RecoveryReport()
         start = self.clock.monotonic()
-        self.start_recovery()
         while True:
             outcome = self.drain_step()
             if outcome is None:

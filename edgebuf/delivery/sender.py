@@ -91,26 +91,46 @@ class Sender:
         self.stats = DeliveryStats(clock)
 
     def send_batch(self, batch: Batch) -> SendOutcome:
-        """Try to deliver every row of ``batch`` once; every row ends settled (never ``sending``)."""
+        """Try to deliver every row of ``batch`` once; every row ends settled (never left
+        ``sending``): whatever goes wrong, even a bug in a custom transport or a disk that
+        refuses the settle, the rows not settled go back to ``pending`` under this claim."""
+        try:
+            return self._send(batch)
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            log.exception("delivery attempt failed unexpectedly; its rows return to pending")
+            self.stats.record_error(error)
+            released = self.store.release_claim(batch.claim_id, error)
+            return SendOutcome(released=released, retry=SendResult(None, error=error))
+
+    def _post(self, body: bytes) -> SendResult:
+        try:
+            return self.transport.send(body)
+        except Exception as exc:  # a Transport must not raise; a buggy one is a network error
+            log.warning("transport raised %s: %s", type(exc).__name__, exc)
+            return SendResult(None, error=f"transport error: {type(exc).__name__}: {exc}")
+
+    def _send(self, batch: Batch) -> SendOutcome:
         outcome = SendOutcome()
+        claim = batch.claim_id
         by_device: dict[str, list[BufferedRecord]] = collections.defaultdict(list)
         for rec in batch.records:
             by_device[rec.device_id].append(rec)
-        work = [(dev, recs, batch.claim_id) for dev, recs in by_device.items()]
+        work = [(dev, recs, claim) for dev, recs in by_device.items()]
         while work:
             device, records, batch_id = work.pop()
-            result = self.transport.send(build_body(device, batch_id, records))
+            result = self._post(build_body(device, batch_id, records))
             outcome.requests += 1
             verdict = classify(result)
             ids = [r.id for r in records]
             if verdict is Verdict.ACK:
-                outcome.sent += self.store.mark_sent(ids)
+                outcome.sent += self.store.mark_sent(ids, claim_id=claim)
                 self.stats.record_ack(len(ids))
             elif verdict is Verdict.RETRY:
                 error = result.error or f"HTTP {result.status}"
                 self.stats.record_error(error)
                 rest = ids + [r.id for _, recs, _ in work for r in recs]
-                outcome.released += self.store.release(rest, error)
+                outcome.released += self.store.release(rest, error, claim_id=claim)
                 outcome.retry = result
                 return outcome
             elif len(records) > 1:  # SPLIT or REJECT: bisect
@@ -121,5 +141,5 @@ class Sender:
                 error = result.error or f"HTTP {result.status}"
                 log.error("record %s dead-lettered: %s", records[0].record_id, error)
                 self.stats.record_error(error)
-                outcome.failed += self.store.mark_failed(ids, error)
+                outcome.failed += self.store.mark_failed(ids, error, claim_id=claim)
         return outcome

@@ -10,7 +10,10 @@ Per pass, in order:
 3. nothing is sent before a backoff deadline;
 4. live lane: ``batch_size`` new records are waiting, or the first of them has waited
    ``batch_timeout`` -> send the newest ``batch_size`` pending rows;
-5. backlog lane: while recovery is active, send one oldest-first backfill batch.
+5. backlog lane: when the buffer holds more pending rows than the live lane's next batch
+   (an index probe, every pass), send oldest-first backfill batches.
+The loop also wakes at least every ``batch_timeout`` while idle, so rows that another
+process put back to pending (``edgebuf requeue-failed``) are picked up without a restart.
 After ``max_retries`` consecutive failed attempts the loop marks the cloud down and stops
 sending until the connectivity monitor sees it back; rows stay pending the whole time.
 """
@@ -69,7 +72,7 @@ class ShippingLoop:
         self.rng = rng or random.Random()
         self.on_maintenance = on_maintenance
         self._lock = threading.Lock()
-        self.new_count = 0  # records logged since the last live claim
+        self.new_count = 0  # records logged since the last live claim, at most batch_size
         self.first_new_at: float | None = None
         self.failures = 0  # consecutive failed attempts
         self.backoff_until = 0.0
@@ -87,11 +90,14 @@ class ShippingLoop:
         """Called after records are committed: counts them toward the live batch."""
         with self._lock:
             first = self.new_count == 0
-            self.new_count += n
+            before = self.new_count
+            # Beyond one batch, older records are backlog: the backlog lane (which reads
+            # SQLite) sends them, so this count never grows with an outage.
+            self.new_count = min(self.batch_size, before + n)
             if first:
                 self.first_new_at = self.clock.monotonic()
             # wake only when crossing the threshold: one Event.set per batch, not per record
-            ready = self.new_count >= self.batch_size > self.new_count - n
+            ready = self.new_count >= self.batch_size > before
         if first or ready:
             self._wake.set()
 
@@ -115,7 +121,6 @@ class ShippingLoop:
                 self.store.checkpoint_in_background()
             return
         # Released rows are backlog now; the backlog lane picks them up after the backoff.
-        self.recovery.start_recovery()
         self.failures += 1
         retry = outcome.retry
         error = (retry.error if retry else None) or "send failed"
@@ -161,8 +166,11 @@ class ShippingLoop:
     def run_once(self) -> float | None:
         """Do at most one send; return seconds until the next pass is due (0 = at once)."""
         now = self.clock.monotonic()
+        if self.store.has_orphaned:  # rows a failed settle left in flight
+            self.store.release_orphaned()
         self._maintain(now)
-        timers = [self.next_maintenance - now, self.next_cleanup - now]
+        # Idle wake-ups every batch_timeout: pending rows nobody announced are found too.
+        timers = [self.next_maintenance - now, self.next_cleanup - now, self.batch_timeout]
         if self.store.needs_checkpoint():
             timers.append(self.next_checkpoint - now)
         if self.connectivity.is_down:
@@ -185,7 +193,7 @@ class ShippingLoop:
             if batch is not None:
                 self._handle(self.sender.send_batch(batch), self.clock.monotonic())
             return 0.0
-        if self.recovery.active:
+        if self.recovery.has_backlog(live=self.new_count):
             outcome = self.recovery.drain_step()
             if outcome is not None:
                 self._handle(outcome, self.clock.monotonic())
@@ -207,11 +215,9 @@ class ShippingLoop:
             try:
                 delay = self.run_once()
             except Exception:
-                log.exception("shipping loop error; rows in flight return to pending")
-                try:
-                    self.store.reset_in_flight()
-                except Exception:
-                    log.exception("could not return in-flight rows to pending; a restart will")
+                # Never reset rows here: a batch may still be in flight on a drain thread.
+                # Every batch settles its own rows (Sender.send_batch, release_claim).
+                log.exception("shipping loop error; retrying in 1 s")
                 delay = 1.0
             if delay is None or delay > 0:
                 self._wake.wait(IDLE_WAKE if delay is None else min(delay, IDLE_WAKE))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import subprocess
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,6 +78,12 @@ class _Producer:
         for line in self.proc.stdout:
             if len(line) == 33:
                 self.ids.append(line[:32])
+
+    def wait_started(self, timeout: float) -> None:
+        """Return once the camera logged its first record (or ended, or ``timeout`` passed)."""
+        deadline = time.monotonic() + timeout
+        while not self.ids and self.proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     def kill(self) -> None:
         kill_process(self.proc)

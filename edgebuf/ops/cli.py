@@ -17,12 +17,14 @@ from edgebuf.errors import EdgebufError
 
 
 def _settings_db() -> Path:
+    """The buffer the environment names. A malformed ``EDGEBUF_*`` variable is an error that
+    names it: guessing the default path could operate on the wrong buffer."""
     from edgebuf.config import load_settings
 
     try:
         return load_settings().db_path
-    except EdgebufError:
-        return Path("data/prediction_buffer.db")
+    except EdgebufError as exc:
+        raise click.ClickException(f"{exc} (fix the variable, or pass --db)") from None
 
 
 db_option = click.option(

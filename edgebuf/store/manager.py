@@ -47,6 +47,7 @@ class LocalBufferManager(Queue, Maintenance):
         # Only an exclusive store may remember what it wrote: no other process inserts.
         self._last_seq: dict[str, int] = {}  # device -> last sequence number committed
         self._live_upper: int | None = None  # live_bytes is at most this (None: unknown)
+        self._orphaned: set[str] = set()  # claims whose rows could not be released yet
         super().__init__(db_path, durability=durability, clock=clock, exclusive=exclusive)
         try:
             self.recovered_in_flight = self.reset_in_flight() if exclusive else 0

@@ -192,45 +192,91 @@ class Queue(Counters):
         rows.sort(key=lambda r: r[0])
         return Batch(claim_id, tuple(BufferedRecord(*r) for r in rows))
 
-    def _settle(self, ids: Sequence[int], set_sql: str, params: tuple, counter: str | None) -> int:
+    def _settle(
+        self,
+        ids: Sequence[int],
+        set_sql: str,
+        params: tuple[object, ...],
+        counter: str | None,
+        claim_id: str | None,
+    ) -> int:
+        """Settle rows of one claim. Given ``claim_id``, only rows still ``sending`` under
+        that claim change: a late answer can never settle rows a newer claim now holds."""
         if not ids:
             return 0
+        where = "id IN (SELECT value FROM json_each(?)) AND status='sending'"
+        args: tuple[object, ...] = (*params, json.dumps(list(ids)))
+        if claim_id is not None:
+            where += " AND claim_id = ?"
+            args = (*args, claim_id)
         with self._storage_errors("update the batch"), self._tx() as conn:
-            cur = conn.execute(
-                f"UPDATE prediction_buffer SET {set_sql}"
-                " WHERE id IN (SELECT value FROM json_each(?)) AND status='sending'",
-                (*params, json.dumps(list(ids))),
-            )
-            changed = cur.rowcount
+            changed = conn.execute(f"UPDATE prediction_buffer SET {set_sql} WHERE {where}", args).rowcount
             if counter and changed:
                 conn.execute(
                     "UPDATE buffer_metadata SET value = value + ? WHERE key = ?", (changed, counter)
                 )
         return changed
 
-    def mark_sent(self, ids: Sequence[int]) -> int:
+    def mark_sent(self, ids: Sequence[int], *, claim_id: str | None = None) -> int:
         """The cloud acknowledged these rows: ``sent`` with ``sent_at`` (one transaction)."""
         return self._settle(
-            ids, "status='sent', sent_at=?, claim_id=NULL", (self.clock.time(),), "total_sent"
+            ids,
+            "status='sent', sent_at=?, claim_id=NULL",
+            (self.clock.time(),),
+            "total_sent",
+            claim_id,
         )
 
-    def release(self, ids: Sequence[int], error: str) -> int:
+    def release(self, ids: Sequence[int], error: str, *, claim_id: str | None = None) -> int:
         """A retryable failure: back to ``pending``, ``retry_count`` + 1, ``last_error`` kept."""
         return self._settle(
             ids,
             "status='pending', claim_id=NULL, retry_count=retry_count+1, last_error=?",
             (error[:1000],),
             None,
+            claim_id,
         )
 
-    def mark_failed(self, ids: Sequence[int], error: str) -> int:
+    def mark_failed(self, ids: Sequence[int], error: str, *, claim_id: str | None = None) -> int:
         """The cloud refused these rows as invalid: dead letter (``failed``), kept and counted."""
         return self._settle(
             ids,
             "status='failed', claim_id=NULL, retry_count=retry_count+1, last_error=?",
             (error[:1000],),
             "total_failed",
+            claim_id,
         )
+
+    def release_claim(self, claim_id: str, error: str) -> int:
+        """Return every row still in flight under ``claim_id`` to ``pending``. If the disk
+        refuses even that, the claim is remembered and ``release_orphaned`` retries it (the
+        shipping loop calls it every pass), so no row stays ``sending`` until a restart."""
+        try:
+            with self._storage_errors("release a batch"), self._tx() as conn:
+                n = conn.execute(
+                    "UPDATE prediction_buffer SET status='pending', claim_id=NULL,"
+                    " retry_count=retry_count+1, last_error=? WHERE claim_id = ? AND status='sending'",
+                    (error[:1000], claim_id),
+                ).rowcount
+        except StorageError as exc:
+            log.warning("could not release batch %s now (%s); will retry", claim_id, exc)
+            with self._lock:
+                self._orphaned.add(claim_id)
+            return 0
+        with self._lock:
+            self._orphaned.discard(claim_id)
+        return n
+
+    @property
+    def has_orphaned(self) -> bool:
+        """Whether a batch's rows could not be returned to pending yet (see ``release_claim``)."""
+        return bool(self._orphaned)
+
+    def release_orphaned(self) -> int:
+        """Retry ``release_claim`` for every remembered claim; return rows released."""
+        with self._lock:
+            claims = list(self._orphaned)
+        return sum(self.release_claim(c, "released after a failed settle") for c in claims)
 
     def requeue_failed(self, ids: Sequence[int] | None = None) -> int:
         """Put dead-lettered rows (all, or the given ids) back to ``pending``."""
