@@ -9,13 +9,12 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 
 import pytest
 
 from edgebuf import BufferCorruptError, EnhancedAsyncLoggingClient, LocalBufferManager
-from edgebuf.store.repair import repair_db
 from edgebuf.records import prepare_record
+from edgebuf.store.repair import repair_db
 
 N = 3000
 
@@ -190,18 +189,79 @@ class contextlib_suppress_missing:
         return False
 
 
-def test_sigkill_during_repair_then_repair_again(tmp_path):
-    """Repair is restartable: a second run on whatever the first left behind succeeds."""
-    path = tmp_path / "b.db"
+_KILLER = """
+import os, signal, shutil, sys
+import edgebuf.store.repair as repair
+
+step, path = sys.argv[1], sys.argv[2]
+die = lambda: os.kill(os.getpid(), signal.SIGKILL)
+
+
+def after(obj, name, nth=1):
+    real, calls = getattr(obj, name), [0]
+
+    def wrapper(*args, **kwargs):
+        result = real(*args, **kwargs)
+        calls[0] += 1
+        if calls[0] == nth:
+            die()
+        return result
+
+    setattr(obj, name, wrapper)
+
+
+if step == "first-copy":  # the first file copy of the repair (old code: after the move aside)
+    real_copy = shutil.copyfile
+    shutil.copyfile = lambda *a, **k: (real_copy(*a, **k), die())
+elif step == "marker-written":
+    after(repair, "replace_durably", 1)
+elif step == "salvaged":
+    after(repair, "salvage_into", 1)
+elif step == "installed":
+    after(repair, "replace_durably", 2)
+repair.repair_db(path)
+"""
+
+
+def _damaged(path):
     write_buffer(path, 500)
     data = bytearray(path.read_bytes())
     data[10 * 4096 : 12 * 4096] = b"\x00" * 8192
     path.write_bytes(bytes(data))
-    code = f"from edgebuf.store.repair import repair_db; repair_db({str(path)!r})"
-    proc = subprocess.Popen([sys.executable, "-c", code])
-    time.sleep(0.3)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    report = repair_db(path)
-    ok = sqlite3.connect(path).execute("PRAGMA integrity_check").fetchone()[0]
-    assert ok == "ok", report
+
+
+@pytest.mark.parametrize("step", ["first-copy", "marker-written", "salvaged", "installed"])
+def test_sigkill_at_each_step_of_repair_loses_nothing_and_sequences_continue(tmp_path, step):
+    """A repair killed at any step is completed by the next start (the client's own
+    auto-repair): the same rows as an uninterrupted repair, and the next record's sequence
+    number continues past every one written before the damage."""
+    reference = tmp_path / "ref" / "b.db"
+    reference.parent.mkdir()
+    _damaged(reference)
+    expected = repair_db(reference)["salvaged"]
+    path = tmp_path / "b.db"
+    _damaged(path)
+    proc = subprocess.run([sys.executable, "-c", _KILLER, step, str(path)], timeout=120)
+    assert proc.returncode == -signal.SIGKILL  # it died at the step, not before or after
+    with EnhancedAsyncLoggingClient(
+        "http://127.0.0.1:9", path, "cam", transport=_Nowhere()
+    ) as client:
+        counts = client.store.counts()
+        assert sum(counts.values()) == expected, (client.repair_report, counts)
+        client.log_prediction({"after": "repair"})
+        assert client.store.metadata()["seq:cam"] == 501  # 500 were written before
+    assert not (tmp_path / "b.db.repair").exists()
+    assert list(tmp_path.glob("b.db.damaged-*")), "the damaged copy is kept"
+
+
+class _Nowhere:
+    def send(self, body):
+        from edgebuf import SendResult
+
+        return SendResult(None, error="offline")
+
+    def probe(self):
+        return False
+
+    def close(self):
+        pass
