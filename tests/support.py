@@ -27,3 +27,15 @@ def drive(client, clock, *, until=None, steps: int = 2000) -> int:
 def log_n(client, n, prediction=DET):
     """Log ``n`` copies of ``prediction``; return their record ids."""
     return [client.log_prediction(prediction, image_id=f"f{i}") for i in range(n)]
+
+
+def wait_for(condition, timeout: float = 30.0, what: str = "condition") -> None:
+    """Poll ``condition()`` until it holds; fail after ``timeout`` real seconds. Tests wait
+    for the state they name (a request in flight, a backlog on disk), never a fixed sleep."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)

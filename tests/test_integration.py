@@ -10,6 +10,7 @@ import subprocess
 import time
 
 import pytest
+from support import wait_for
 
 from cloud.testing import CloudServer
 from edgebuf import EnhancedAsyncLoggingClient, LocalBufferManager
@@ -58,7 +59,7 @@ def test_hung_cloud_past_request_timeout(server, tmp_path):
     with make(server, tmp_path, request_timeout=0.5) as client:
         server.pause()  # SIGSTOP: connections hang
         ids = [client.log_prediction(DET) for _ in range(64)]
-        time.sleep(2.0)
+        wait_for(lambda: client.sender.stats.last_error, what="a request to time out")
         assert client.store.counts()["sent"] == 0
         server.resume()
         assert client.flush(timeout=30)
@@ -71,7 +72,7 @@ def test_close_is_bounded_with_a_hung_cloud_and_nothing_is_marked_sent(server, t
     server.pause()
     for _ in range(40):
         client.log_prediction(DET)
-    time.sleep(0.5)  # a request is now stuck in flight
+    wait_for(lambda: client.store.counts()["sending"] > 0, what="a request stuck in flight")
     started = time.monotonic()
     client.close(timeout=2.0)
     assert time.monotonic() - started < 6.0
@@ -97,11 +98,15 @@ def test_sigkilled_producer_loses_nothing_it_acknowledged(server, tmp_path):
     returned: list[str] = []
     for round_ in range(4):
         proc = producer(server, db, round_ * 10_000, 10_000, seed=round_)
-        time.sleep(rng.uniform(0.8, 2.0))
+        first = proc.stdout.readline()  # the camera is logging: kill it mid-stream
+        returned += [first.strip()] if len(first.strip()) == 32 else []
+        time.sleep(rng.uniform(0.8, 2.0))  # a random moment of its stream (not a sync)
         if round_ == 1:
             server.kill()  # kill the cloud too, mid-stream
         proc.send_signal(signal.SIGKILL)
-        out, _ = proc.communicate(timeout=10)
+        proc.wait(timeout=10)
+        out = proc.stdout.read()  # the same buffered reader as the readline above
+        proc.stderr.read()
         returned += [line for line in out.splitlines() if len(line) == 32]
         if round_ == 2:
             server.start()

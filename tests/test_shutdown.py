@@ -8,6 +8,7 @@ import subprocess
 import time
 
 import pytest
+from support import wait_for
 
 from cloud.testing import CloudServer
 from edgebuf import LocalBufferManager
@@ -21,6 +22,11 @@ def server(tmp_path):
     srv.start()
     yield srv
     srv.close()
+
+
+def _pending(db) -> int:
+    with LocalBufferManager(db, exclusive=False) as store:
+        return store.counts()["pending"]
 
 
 def start_producer(server, db, count=100_000):
@@ -37,12 +43,12 @@ def start_producer(server, db, count=100_000):
 def test_sigterm_with_backlog_is_bounded_and_loses_nothing(server, tmp_path, fault):
     db = tmp_path / "edge.db"
     proc = start_producer(server, db)
-    time.sleep(1.5)  # some records delivered
+    wait_for(lambda: fetch_predictions(server.url, "cam-t"), what="some records delivered")
     if fault == "down":
         server.kill()
     else:
         server.pause()  # SIGSTOP: requests hang until the client's timeout
-    time.sleep(1.5)  # a backlog builds on disk
+    wait_for(lambda: _pending(db) >= 100, what="a backlog on disk")
     started = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=30)
@@ -56,7 +62,7 @@ def test_sigterm_with_backlog_is_bounded_and_loses_nothing(server, tmp_path, fau
         server.start()
     with LocalBufferManager(db, exclusive=False) as store:
         counts = store.counts()
-        rows = dict(store._conn.execute("SELECT record_id, status FROM prediction_buffer"))
+        rows = {r: s for s in ("pending", "sending", "sent", "failed") for r in store.record_ids(s)}
     assert counts["sending"] == 0 or fault == "hung"  # a hung request may still be marked
     assert counts["pending"] > 0
     stored = {item["record_id"] for item in fetch_predictions(server.url, "cam-t")}
@@ -66,7 +72,7 @@ def test_sigterm_with_backlog_is_bounded_and_loses_nothing(server, tmp_path, fau
     assert set(printed) <= set(rows)
     # and the next start delivers the rest exactly once
     final = start_producer(server, db, count=1)
-    time.sleep(0.1)
+    final.stdout.readline()  # it logged its record: now the SIGTERM
     final.send_signal(signal.SIGTERM)
     final.communicate(timeout=30)
     resumed = subprocess.run(
