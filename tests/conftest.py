@@ -1,10 +1,20 @@
-"""Shared fixtures: a policy-test stack on a fake clock, and real-server helpers."""
+"""Shared fixtures: a policy-test stack on a fake clock, and real-server helpers.
+
+The tests mirror the package: ``core/`` (store, delivery, space on a fake clock, no
+sockets), ``integration/`` (real processes, uvicorn, SIGKILL, tmpfs, the edge service),
+``lab/`` (drills, the reliability matrix, benchmarks' smoke runs, the simulation),
+``cloud/`` (the cloud service on SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
 import random
+import sys
+from pathlib import Path
 
 import pytest
+
+# tests/support.py is shared by every folder of tests (core, integration, lab).
+sys.path.insert(0, str(Path(__file__).parent))
 
 from edgebuf import EnhancedAsyncLoggingClient, FakeClock
 from edgebuf.lab.testing import ScriptedCloud

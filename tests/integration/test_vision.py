@@ -26,7 +26,7 @@ except ImportError:  # pragma: no cover - the yolo extra is part of the test set
         raise
     pytest.skip("needs the yolo extra (pip install -e '.[test]')", allow_module_level=True)
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 WEIGHTS = ROOT / DEFAULT_WEIGHTS
 ASSETS = Path(ultralytics.__file__).parent / "assets"
 FAST = FAST_SETTINGS

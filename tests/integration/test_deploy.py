@@ -25,7 +25,7 @@ from edgebuf import BufferMonitor
 from edgebuf.config import EdgeSettings
 from edgebuf.lab.verify import fetch_predictions
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 K8S = sorted((DEPLOY / "k8s").glob("*.yaml"))
 COMPOSE = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
