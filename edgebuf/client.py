@@ -13,6 +13,7 @@ threads; asyncio code uses the ``a``-prefixed twins (``alog_prediction``, ``aflu
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import random
 import threading
@@ -24,6 +25,7 @@ from edgebuf.aio import AsyncSurface
 from edgebuf.clock import Clock, SystemClock
 from edgebuf.config import EdgeSettings, load_settings
 from edgebuf.delivery.connectivity import ConnectivityMonitor
+from edgebuf.delivery.reconcile import Reconciler, WatermarkSource
 from edgebuf.delivery.recovery import BufferRecoveryManager
 from edgebuf.delivery.sender import Sender
 from edgebuf.delivery.shipper import ShippingLoop
@@ -93,6 +95,7 @@ class EnhancedAsyncLoggingClient(AsyncSurface):
         reserve_bytes: int | None = None,
         auto_repair: bool | None = None,
         verify_on_start: bool | None = None,
+        reconcile_interval: float | None = None,
         settings: EdgeSettings | None = None,
         transport: Transport | None = None,
         clock: Clock | None = None,
@@ -124,6 +127,7 @@ class EnhancedAsyncLoggingClient(AsyncSurface):
                 reserve_bytes=reserve_bytes,
                 auto_repair=auto_repair,
                 verify_on_start=verify_on_start,
+                reconcile_interval=reconcile_interval,
             )
         self.settings = s = settings
         self.device_id = s.device_id
@@ -142,11 +146,17 @@ class EnhancedAsyncLoggingClient(AsyncSurface):
             self.reserve.ensure()
             self.transport: Transport = transport or _http_transport(s)
             undo.callback(self.transport.close)
+            self.reconciler = (
+                Reconciler(self.store, self.transport, self.clock, interval=s.reconcile_interval)
+                if s.reconcile_interval > 0 and isinstance(self.transport, WatermarkSource)
+                else None
+            )
             self.capacity = CapacityManager(
                 self.store,
                 capacity_bytes=s.capacity_bytes,
                 cleanup_after_days=s.cleanup_after_days,
                 overflow_policy=s.overflow_policy,
+                require_confirmation=self.reconciler is not None,
             )
             self.disk_full = DiskFullProcedure(self.store, self.capacity, self.reserve)
             self.sender = Sender(self.store, self.transport, self.clock)
@@ -172,6 +182,7 @@ class EnhancedAsyncLoggingClient(AsyncSurface):
                 backoff_base=s.backoff_base,
                 backoff_cap=s.backoff_cap,
                 rng=rng,
+                reconciler=self.reconciler,
             )
             self.connectivity.add_callback(self._on_connectivity)
             if on_connectivity_change is not None:
@@ -366,6 +377,12 @@ class EnhancedAsyncLoggingClient(AsyncSurface):
             send_rate_per_s=stats.send_rate(),
             recovering=self.recovery.active,
             consecutive_failures=self.shipper.failures,
+            last_reconciliation_at=self.reconciler.last_run_at if self.reconciler else None,
+            last_reconciliation=(
+                dataclasses.asdict(self.reconciler.last)
+                if self.reconciler and self.reconciler.last
+                else None
+            ),
         )
 
     def get_buffer_status(self) -> dict[str, Any]:

@@ -67,6 +67,7 @@ class EdgeSettings(BaseSettings):
     reserve_bytes: int = Field(8 * 1024 * 1024, ge=0)
     auto_repair: bool = True
     verify_on_start: bool = True
+    reconcile_interval: float = Field(300.0, ge=0)  # 0: no reconciliation (an older cloud)
 
     @field_validator("endpoint")
     @classmethod

@@ -36,12 +36,15 @@ def buffer_status(
     disk = shutil.disk_usage(store.path.parent)
     live = int(meta.get("live_bytes", 0))
     backlog = counts["pending"] + counts["sending"]
+    unconfirmed = store.count_unconfirmed()
     status: dict[str, Any] = {
         "device_id": device_id,
         "db_path": str(store.path),
         "generated_at": iso(now),
         "counts": counts,
         "backlog": backlog,
+        # Delivered rows: confirmed by the cloud's own account (reconciliation), or not yet.
+        "delivered": {"confirmed": counts["sent"] - unconfirmed, "unconfirmed": unconfirmed},
         "oldest_pending_age_s": round(now - oldest[1], 3) if oldest else None,
         "oldest_pending_timestamp": iso(oldest[0]) if oldest else None,
         "database": {
@@ -83,6 +86,8 @@ def buffer_status(
         if rate > 0 and backlog
         else (0.0 if not backlog else None),
         "recovering": delivery.recovering,
+        "last_reconciliation_at": iso(delivery.last_reconciliation_at),
+        "last_reconciliation": delivery.last_reconciliation,
         "consecutive_failures": delivery.consecutive_failures,
     }
     return status

@@ -40,6 +40,9 @@ def make_client(tmp_path, clock, cloud):
         kwargs.setdefault("db_path", tmp_path / "buffer.db")
         kwargs.setdefault("device_id", "cam-1")
         kwargs.setdefault("endpoint", "http://127.0.0.1:9")
+        # Reconciliation (on by default) has its own tests (core/test_reconcile.py); the
+        # policy tests here count delivered rows as the cleanup rules see them without it.
+        kwargs.setdefault("reconcile_interval", 0)
         client = EnhancedAsyncLoggingClient(
             transport=kwargs.pop("transport", cloud),
             clock=clock,

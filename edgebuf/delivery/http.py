@@ -8,6 +8,7 @@ this module sees httpx types.
 from __future__ import annotations
 
 import gzip
+from typing import Any
 
 import httpx
 
@@ -73,6 +74,23 @@ class HttpTransport:
         except httpx.HTTPError:
             return False
         return 200 <= resp.status_code < 300
+
+    def watermark(self, device_id: str, *, from_seq: int, limit: int) -> dict[str, Any] | None:
+        """``GET /devices/{id}/watermark``: what the cloud holds for the device (for
+        reconciliation), or None when it cannot say now (unreachable, error, old cloud)."""
+        try:
+            resp = self._client.get(
+                f"/devices/{device_id}/watermark", params={"from_seq": from_seq, "limit": limit}
+            )
+        except httpx.HTTPError:
+            return None
+        if resp.status_code != 200:
+            return None
+        try:
+            answer = resp.json()
+        except ValueError:
+            return None
+        return answer if isinstance(answer, dict) else None
 
     def close(self) -> None:
         self._client.close()

@@ -5,7 +5,8 @@ sleeps on an Event, so ``log_prediction`` can wake it when a batch is ready and 
 client uses no CPU. Tests drive ``run_once`` with a fake clock and a scripted transport.
 
 Per pass, in order:
-1. maintenance when due: the 90% rule (every ``MAINTENANCE_EVERY`` s), cleanup (daily);
+1. maintenance when due: the 90% rule (every ``MAINTENANCE_EVERY`` s), cleanup (daily),
+   reconciliation with the cloud (every ``reconcile_interval`` s, while it is reachable);
 2. nothing is sent while the cloud is marked down (the connectivity monitor wakes us);
 3. nothing is sent before a backoff deadline;
 4. live lane: ``batch_size`` new records are waiting, or the first of them has waited
@@ -23,10 +24,12 @@ from __future__ import annotations
 import logging
 import random
 import threading
+from collections.abc import Callable
 
 from edgebuf.clock import Clock
 from edgebuf.delivery.connectivity import ConnectivityMonitor
 from edgebuf.delivery.policy import RETRY_AFTER_CAP, backoff_delay
+from edgebuf.delivery.reconcile import Reconciler
 from edgebuf.delivery.recovery import BufferRecoveryManager
 from edgebuf.delivery.sender import Sender, SendOutcome
 from edgebuf.space.capacity import CapacityManager
@@ -56,7 +59,8 @@ class ShippingLoop:
         backoff_base: float = 2.0,
         backoff_cap: float = 60.0,
         rng: random.Random | None = None,
-        on_maintenance=None,
+        on_maintenance: Callable[[], None] | None = None,
+        reconciler: Reconciler | None = None,
     ) -> None:
         self.sender = sender
         self.store = sender.store
@@ -71,6 +75,7 @@ class ShippingLoop:
         self.backoff_cap = backoff_cap
         self.rng = rng or random.Random()
         self.on_maintenance = on_maintenance
+        self.reconciler = reconciler
         self._lock = threading.Lock()
         self.new_count = 0  # records logged since the last live claim, at most batch_size
         self.first_new_at: float | None = None
@@ -162,6 +167,12 @@ class ShippingLoop:
         if now >= self.next_cleanup:
             self.next_cleanup = now + CLEANUP_EVERY
             self.capacity.cleanup()
+        if (
+            self.reconciler is not None
+            and self.reconciler.due(now)
+            and not self.connectivity.is_down
+        ):
+            self.reconciler.run_once()
 
     def run_once(self) -> float | None:
         """Do at most one send; return seconds until the next pass is due (0 = at once)."""
@@ -171,6 +182,8 @@ class ShippingLoop:
         self._maintain(now)
         # Idle wake-ups every batch_timeout: pending rows nobody announced are found too.
         timers = [self.next_maintenance - now, self.next_cleanup - now, self.batch_timeout]
+        if self.reconciler is not None:
+            timers.append(self.reconciler.next_due - now)
         if self.store.needs_checkpoint():
             timers.append(self.next_checkpoint - now)
         if self.connectivity.is_down:

@@ -23,3 +23,5 @@ class DeliveryState:
     send_rate_per_s: float
     recovering: bool
     consecutive_failures: int
+    last_reconciliation_at: float | None = None
+    last_reconciliation: dict[str, object] | None = None  # what its last run did

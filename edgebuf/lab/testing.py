@@ -95,6 +95,40 @@ class ScriptedCloud:
         self.probes += 1
         return self.up
 
+    def watermark(self, device_id: str, *, from_seq: int, limit: int) -> dict | None:
+        """The cloud's ``GET /devices/{id}/watermark`` answer, from what it stores."""
+        if not self.up:
+            return None
+        with self._lock:
+            seqs = sorted({r["seq"] for (dev, _), r in self.stored.items() if dev == device_id})
+        contiguous = 0
+        for seq in seqs:
+            if seq != contiguous + 1:
+                break
+            contiguous = seq
+        top = seqs[-1] if seqs else 0
+        missing: list[list[int]] = []
+        expected = max(from_seq, contiguous + 1)
+        for seq in seqs:
+            if seq < expected:
+                continue
+            if seq > expected:
+                missing.append([expected, seq - 1])
+            expected = seq + 1
+        complete = len(missing) <= limit
+        return {"device_id": device_id, "contiguous_through": contiguous, "max_seq": top,
+                "count": len(seqs), "missing": missing[:limit], "complete": complete}  # fmt: skip
+
+    def snapshot(self) -> dict[tuple[str, str], dict]:
+        """A copy of what is stored (a backup), for ``restore``."""
+        with self._lock:
+            return dict(self.stored)
+
+    def restore(self, backup: dict[tuple[str, str], dict]) -> None:
+        """Replace what is stored by an older ``snapshot``: everything since is lost."""
+        with self._lock:
+            self.stored = dict(backup)
+
     def close(self) -> None:
         pass
 

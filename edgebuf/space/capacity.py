@@ -50,11 +50,15 @@ class CapacityManager:
         capacity_bytes: int,
         cleanup_after_days: float = 7.0,
         overflow_policy: str = "evict",
+        require_confirmation: bool = False,
     ) -> None:
         self.store = store
         self.capacity_bytes = capacity_bytes
         self.cleanup_after_days = cleanup_after_days
         self.overflow_policy = overflow_policy
+        # With reconciliation on, the daily cleanup deletes only delivered rows the cloud has
+        # confirmed holding; the 90% rule and a full disk take confirmed rows first.
+        self.require_confirmation = require_confirmation
 
     def used_bytes(self) -> int:
         """Bytes held in records (``live_bytes``)."""
@@ -64,13 +68,17 @@ class CapacityManager:
         return self.used_bytes() / self.capacity_bytes
 
     # ------------------------------------------------------------------ cleanup
-    def _delete_sent_chunk(self, sent_before: float | None, tight: bool = False) -> int:
+    def _delete_sent_chunk(
+        self, sent_before: float | None, tight: bool = False, confirmed: bool | None = None
+    ) -> int:
         """One short transaction deleting the oldest matching sent rows.
 
         ``tight`` (on a full disk): small chunks, each followed by a checkpoint, so the WAL
         is reused from its start instead of growing - a delete only rewrites existing pages,
         so the checkpoint needs no new space either."""
-        n = self.store.delete_sent(sent_before=sent_before, limit=TIGHT_CHUNK if tight else CHUNK)
+        n = self.store.delete_sent(
+            sent_before=sent_before, limit=TIGHT_CHUNK if tight else CHUNK, confirmed=confirmed
+        )
         if tight:
             self.store.checkpoint("RESTART")
         return n
@@ -86,7 +94,9 @@ class CapacityManager:
         before = self.store.size_info()["file_bytes"]
         deleted = 0
         while True:
-            n = self._delete_sent_chunk(now - days * DAY, tight)
+            n = self._delete_sent_chunk(
+                now - days * DAY, tight, True if self.require_confirmation else None
+            )
             deleted += n
             if n < (TIGHT_CHUNK if tight else CHUNK):
                 break
@@ -103,11 +113,12 @@ class CapacityManager:
         if self.fraction_used() < HIGH_WATER:
             return report
         report.update(self.cleanup())
-        while self.fraction_used() > LOW_WATER:
-            n = self._delete_sent_chunk(None)
-            report["trimmed"] += n
-            if n == 0:
-                break
+        for confirmed in (True, None):  # confirmed rows first, then any delivered row
+            while self.fraction_used() > LOW_WATER:
+                n = self._delete_sent_chunk(None, confirmed=confirmed)
+                report["trimmed"] += n
+                if n == 0:
+                    break
         if report["trimmed"]:
             self.store.incremental_vacuum()
         return report
@@ -115,11 +126,13 @@ class CapacityManager:
     def delete_all_sent(self) -> int:
         """Delete every sent row, oldest first, in tight chunks (the disk-full measure)."""
         deleted = 0
-        while True:
-            n = self._delete_sent_chunk(None, tight=True)
-            deleted += n
-            if n < TIGHT_CHUNK:
-                return deleted
+        for confirmed in (True, None):  # confirmed rows first, then any delivered row
+            while True:
+                n = self._delete_sent_chunk(None, tight=True, confirmed=confirmed)
+                deleted += n
+                if n < TIGHT_CHUNK:
+                    break
+        return deleted
 
     # ------------------------------------------------------------------ admission
     def make_room(self, room: Room, records: Sequence[NewRecord], live_after: int) -> None:

@@ -182,10 +182,15 @@ class Maintenance(Counters):
         return records, dropped
 
     # ------------------------------------------------------------------ named writes for capacity
-    def delete_sent(self, *, sent_before: float | None, limit: int) -> int:
-        """One short transaction deleting up to ``limit`` of the oldest sent rows (only those
-        sent before ``sent_before`` when given); counters stay exact. Returns how many."""
+    def delete_sent(
+        self, *, sent_before: float | None, limit: int, confirmed: bool | None = None
+    ) -> int:
+        """One short transaction deleting up to ``limit`` of the oldest sent rows: only those
+        sent before ``sent_before`` when given, only those the cloud confirmed holding (or
+        only those it has not) when ``confirmed`` is given; counters stay exact."""
         extra, params = ("AND sent_at < ?", (sent_before,)) if sent_before is not None else ("", ())
+        if confirmed is not None:
+            extra += " AND confirmed_at IS NOT NULL" if confirmed else " AND confirmed_at IS NULL"
         with self.transaction() as conn:
             return self.delete_rows(
                 conn,
@@ -230,12 +235,13 @@ class Room:
     def evict(self, status: str, target: int, *, reason: str | None) -> int:
         """Delete ``status`` rows until ``target`` bytes are freed; return bytes freed.
 
-        Sent rows go oldest first and cost nothing (counted as cleaned). Pending rows go
+        Sent rows go confirmed first, oldest first, and cost nothing (counted as cleaned). Pending rows go
         lowest priority, then oldest, first, each written to ``dropped_records`` with
         ``reason`` and counted in ``evicted_<reason>``."""
         if status not in (Status.SENT.value, Status.PENDING.value):
             raise ValueError(f"cannot evict {status!r} rows")
-        order = "id" if status == Status.SENT.value else "priority, id"
+        # Delivered rows the cloud confirmed holding go before those it has not confirmed.
+        order = "confirmed_at IS NULL, id" if status == Status.SENT.value else "priority, id"
         chosen, freed = [], 0
         for row_id, length in self._conn.execute(
             f"SELECT id, length(prediction_data) FROM prediction_buffer WHERE status = ?"

@@ -2,7 +2,8 @@
 
 One class, composed of one concept per module: the file and its transactions
 (``connection``), the counters (``counters``), the queue of records (``queue``), status
-reads and maintenance (``maintenance``). A ``log_prediction`` commit writes the row alone;
+reads and maintenance (``maintenance``), what the cloud confirmed holding
+(``confirmation``). A ``log_prediction`` commit writes the row alone;
 the counters catch up in ``fold`` and readers add the rows not yet folded, so every count
 is exact at every instant, crash or not.
 """
@@ -12,9 +13,9 @@ from __future__ import annotations
 import os
 
 from edgebuf.clock import Clock
+from edgebuf.store.confirmation import Confirmation
 from edgebuf.store.connection import StoreConnection, acquire_process_lock, translate
 from edgebuf.store.counters import effective_metadata
-from edgebuf.store.maintenance import Maintenance
 from edgebuf.store.queue import Batch, BufferedRecord, Queue
 
 __all__ = [
@@ -28,7 +29,7 @@ __all__ = [
 ]
 
 
-class LocalBufferManager(Queue, Maintenance):
+class LocalBufferManager(Queue, Confirmation):
     """The durable prediction buffer in one SQLite file.
 
     ``exclusive=True`` (what the client uses) takes an advisory lock on ``<db>.lock`` so two

@@ -22,7 +22,9 @@ import sqlite3
 
 from edgebuf.errors import StorageError
 
-SCHEMA_VERSION = 2  # 2: counters folded in after the commit (``counted_through``)
+# 2: counters folded in after the commit (``counted_through``)
+# 3: ``confirmed_at``: the cloud confirmed holding a delivered row (reconciliation)
+SCHEMA_VERSION = 3
 
 
 class Status(str, enum.Enum):
@@ -30,7 +32,7 @@ class Status(str, enum.Enum):
 
     PENDING = "pending"  # buffered, waiting to be sent
     SENDING = "sending"  # claimed by a batch in flight; start-up returns it to pending
-    SENT = "sent"  # the cloud acknowledged it; deleted after cleanup_after_days
+    SENT = "sent"  # the cloud acknowledged it; ``confirmed_at`` once it confirms holding it
     FAILED = "failed"  # refused by the cloud as invalid (dead letter); kept, requeueable
 
 
@@ -47,6 +49,7 @@ CREATE_STATEMENTS = (
         timestamp       REAL    NOT NULL,
         buffered_at     REAL    NOT NULL,
         sent_at         REAL,
+        confirmed_at    REAL,
         status          TEXT    NOT NULL DEFAULT 'pending'
                         CHECK (status IN ('pending', 'sending', 'sent', 'failed')),
         retry_count     INTEGER NOT NULL DEFAULT 0,
@@ -96,6 +99,16 @@ COUNTERS = (
     "rejected_full",  # log calls refused with BufferFullError (overflow_policy="reject")
     "last_cleanup",  # wall time of the last cleanup run (0 = never)
     "live_bytes",  # bytes of JSON + ROW_OVERHEAD per row held: what capacity_bytes limits
+    "total_confirmed",  # delivered records the cloud confirmed holding (reconciliation)
+    "total_reconcile_resent",  # delivered records the cloud no longer held: sent again
+)
+
+# Schema 3: delivered rows the cloud has not yet confirmed holding, by device and sequence:
+# what reconciliation reads. Partial, so it costs a write only when a row is acknowledged or
+# confirmed, never on the logging hot path.
+UNCONFIRMED_INDEX = (
+    "CREATE INDEX IF NOT EXISTS idx_unconfirmed ON prediction_buffer (device_id, seq)"
+    " WHERE status = 'sent' AND confirmed_at IS NULL"
 )
 
 # Rows with an id above this metadata value are not yet in the counters, the per-device
@@ -131,4 +144,8 @@ def migrate(conn: sqlite3.Connection, path: object) -> None:
         " SELECT ?, coalesce(max(id), 0) FROM prediction_buffer",
         (COUNTED_THROUGH,),
     )
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(prediction_buffer)")}
+    if "confirmed_at" not in columns:  # schema 2 -> 3: every delivered row starts unconfirmed
+        conn.execute("ALTER TABLE prediction_buffer ADD COLUMN confirmed_at REAL")
+    conn.execute(UNCONFIRMED_INDEX)
     conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")

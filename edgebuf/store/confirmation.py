@@ -1,0 +1,95 @@
+"""Confirmation: which delivered rows the cloud still holds (end-to-end reconciliation).
+
+An acknowledgement means the cloud committed a batch; it can still lose it later (restored
+from an older backup, an operator's mistake). Delivered rows therefore stay ``sent`` with
+``confirmed_at`` NULL until reconciliation has read the cloud's own account of the device
+(``GET /devices/{id}/watermark``) and found them there; a delivered row the cloud no longer
+holds goes back to ``pending`` and is sent again through the normal exactly-once path.
+Cleanup deletes confirmed rows first (``edgebuf.space.capacity``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from edgebuf.store.maintenance import Maintenance
+
+
+class Confirmation(Maintenance):
+    """Reads and writes of the confirmation state, for ``edgebuf.delivery.reconcile``."""
+
+    def unconfirmed_devices(self) -> list[tuple[str, int, int]]:
+        """[(device, lowest seq, rows)] of delivered rows not yet confirmed (partial index)."""
+        with self._lock, self._storage_errors("read unconfirmed records"):
+            return [
+                (d, int(lo), int(n))
+                for d, lo, n in self._conn.execute(
+                    "SELECT device_id, min(seq), count(*) FROM prediction_buffer"
+                    " WHERE status = 'sent' AND confirmed_at IS NULL GROUP BY device_id"
+                )
+            ]
+
+    def unconfirmed(
+        self, device_id: str, *, after_seq: int, limit: int
+    ) -> list[tuple[int, int, float]]:
+        """[(row id, seq, sent_at)] of the device's unconfirmed delivered rows with a seq
+        above ``after_seq``, lowest first, at most ``limit``."""
+        with self._lock, self._storage_errors("read unconfirmed records"):
+            return [
+                (int(i), int(q), float(t))
+                for i, q, t in self._conn.execute(
+                    "SELECT id, seq, sent_at FROM prediction_buffer INDEXED BY idx_unconfirmed"
+                    " WHERE device_id = ? AND status = 'sent' AND confirmed_at IS NULL"
+                    " AND seq > ? ORDER BY seq LIMIT ?",
+                    (device_id, after_seq, limit),
+                )
+            ]
+
+    def confirm(self, ids: Sequence[int]) -> int:
+        """The cloud holds these delivered rows: set ``confirmed_at`` (counted)."""
+        return self._confirmation_update(
+            ids, "confirmed_at = ?", (self.clock.time(),), "total_confirmed"
+        )
+
+    def resend(self, ids: Sequence[int]) -> int:
+        """The cloud no longer holds these delivered rows: back to ``pending`` (counted)."""
+        return self._confirmation_update(
+            ids,
+            "status = 'pending', sent_at = NULL, last_error = 'not held by the cloud"
+            " (reconciliation)'",
+            (),
+            "total_reconcile_resent",
+        )
+
+    def count_unconfirmed(self) -> int:
+        """Delivered rows the cloud has not yet confirmed (walks the partial index only)."""
+        with self._lock, self._storage_errors("count unconfirmed records"):
+            return int(
+                self._conn.execute(
+                    "SELECT count(*) FROM prediction_buffer INDEXED BY idx_unconfirmed"
+                    " WHERE status = 'sent' AND confirmed_at IS NULL"
+                ).fetchone()[0]
+            )
+
+    def count_confirmed(self) -> dict[str, int]:
+        """Delivered rows held by the buffer: confirmed by the cloud and not yet."""
+        unconfirmed = self.count_unconfirmed()
+        return {"confirmed": self.counts()["sent"] - unconfirmed, "unconfirmed": unconfirmed}
+
+    def _confirmation_update(
+        self, ids: Sequence[int], set_sql: str, params: tuple[object, ...], counter: str
+    ) -> int:
+        if not ids:
+            return 0
+        with self._storage_errors("update confirmation"), self._tx() as conn:
+            changed = conn.execute(
+                f"UPDATE prediction_buffer SET {set_sql} WHERE id IN"
+                " (SELECT value FROM json_each(?)) AND status = 'sent' AND confirmed_at IS NULL",
+                (*params, json.dumps(list(ids))),
+            ).rowcount
+            if changed:
+                conn.execute(
+                    "UPDATE buffer_metadata SET value = value + ? WHERE key = ?", (changed, counter)
+                )
+        return int(changed)
