@@ -6,9 +6,12 @@ each name is imported on first use, so ``import edgebuf.lab`` loads neither pand
 matplotlib.
 
 - outage drill: ``DrillConfig``, ``run_drill``, ``format_summary``
+- restore drill (the cloud restored from a backup): ``RestoreConfig``, ``run_restore_drill``,
+  ``format_restore``
 - faults: ``FaultProxy`` (a misbehaving HTTP hop), ``Fault``, ``EventLog``, ``kill_process``
 - counting what arrived: ``audit``, ``fetch_predictions``, ``fetch_stats``, ``fetch_gaps``
-- plots: ``plot_backlog``, ``plot_latency``, ``plot_requests``, ``plot_fleet``, ``plot_frame``
+- plots: ``plot_backlog``, ``plot_latency``, ``plot_requests``, ``plot_fleet``, ``plot_frame``,
+  ``plot_gaps``
 - virtual-clock fleet sizing: ``simulate_camera``, ``simulate_outage``
 - policy tests without sockets: ``ScriptedCloud``, ``Reply``, ``FAST_SETTINGS``
 - a simulated camera process: ``fake_prediction``, ``producer_command``
@@ -36,6 +39,10 @@ _EXPORTS = {
     "plot_requests": "plots",
     "plot_fleet": "plots",
     "plot_frame": "plots",
+    "plot_gaps": "plots",
+    "RestoreConfig": "restore",
+    "run_restore_drill": "restore",
+    "format_restore": "restore",
     "simulate_camera": "fleet",
     "simulate_outage": "fleet",
     "ScriptedCloud": "testing",

@@ -347,8 +347,24 @@ def format_summary(result: DrillResult) -> str:
 @click.option("--batch-timeout", type=float, default=0.5, show_default=True)
 @click.option("--monitor-interval", type=float, default=1.0, show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def drill_command(quiet: bool, **options) -> None:
+@click.option(
+    "--restore-cloud-backup",
+    is_flag=True,
+    help="Instead: replace the cloud's database by an older backup mid-run; reconciliation "
+    "must make every record arrive exactly once (edgebuf.lab.restore).",
+)
+def drill_command(quiet: bool, restore_cloud_backup: bool, **options) -> None:
     """Run an outage drill on real processes; exit 1 if anything is lost or duplicated."""
+    if restore_cloud_backup:
+        from edgebuf.lab.restore import RestoreConfig, format_restore, run_restore_drill
+
+        restore = run_restore_drill(
+            RestoreConfig(duration=options["duration"], fps=options["fps"],
+                          devices=options["devices"], out_dir=options["out_dir"],
+                          seed=options["seed"])  # fmt: skip
+        )
+        click.echo(format_restore(restore))
+        sys.exit(0 if restore.ok else 1)
     cfg = DrillConfig(**options)
     if cfg.outage and cfg.outage_start + cfg.outage > cfg.duration:
         raise click.BadParameter("the outage must end within --duration")

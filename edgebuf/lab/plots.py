@@ -234,3 +234,28 @@ def plot_frame(
     if isinstance(frame, pd.DataFrame):
         ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+def plot_gaps(
+    samples: Sequence[dict], events: Sequence[dict], path: str | Path, *, t0: float
+) -> Path:
+    """The cloud's missing sequence numbers over time (``samples``: ``{"t", "device",
+    "missing"}``), with the drill's backup and restore moments marked."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 3), dpi=100)
+    for device in sorted({s["device"] for s in samples}):
+        rows = [s for s in samples if s["device"] == device]
+        ax.step([s["t"] - t0 for s in rows], [s["missing"] for s in rows], where="post",
+                label=device)  # fmt: skip
+    for e in events:
+        if e["kind"] in ("cloud_backup", "cloud_restored"):
+            ax.axvline(e["t"] - t0, color="tab:red" if e["kind"] == "cloud_restored" else "grey",
+                       linestyle="--", linewidth=1)  # fmt: skip
+            ax.annotate(e["kind"].replace("_", " "), (e["t"] - t0, ax.get_ylim()[1] * 0.9),
+                        fontsize=7, rotation=90, va="top")  # fmt: skip
+    ax.set_xlabel("seconds")
+    ax.set_ylabel("seqs missing in the cloud")
+    ax.set_title("Cloud restored from a backup: reconciliation closes the gap")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)

@@ -31,6 +31,7 @@ def command(
     flush: float = 0.0,
     batch_timeout: float = 0.2,
     monitor_interval: float = 0.5,
+    reconcile_interval: float | None = None,
 ) -> list[str]:
     """The argv that runs this producer as a real process (drills and tests kill it)."""
     return [
@@ -38,7 +39,7 @@ def command(
         "--device", device, "--count", str(count), "--start-frame", str(start_frame),
         "--fps", str(fps), "--seed", str(seed), "--flush", str(flush),
         "--batch-timeout", str(batch_timeout), "--monitor-interval", str(monitor_interval),
-    ]  # fmt: skip
+    ] + ([] if reconcile_interval is None else ["--reconcile-interval", str(reconcile_interval)])  # fmt: skip
 
 
 def fake_prediction(rng: random.Random, frame: int) -> dict:
@@ -69,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-timeout", type=float, default=0.2)
     p.add_argument("--monitor-interval", type=float, default=0.5)
     p.add_argument("--flush", type=float, default=0.0, help="flush for up to N s at the end")
+    p.add_argument("--reconcile-interval", type=float, default=None)
     args = p.parse_args(argv)
     rng = random.Random(args.seed)
     client = EnhancedAsyncLoggingClient(
@@ -82,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         backoff_cap=0.5,
         request_timeout=5.0,
         health_timeout=1.0,
+        reconcile_interval=args.reconcile_interval,
     )
     # SIGTERM (docker stop, systemd, Kubernetes) -> leave the with-block: close() makes one
     # bounded attempt to deliver, and whatever is not acknowledged stays pending on disk.

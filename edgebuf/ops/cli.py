@@ -121,6 +121,36 @@ def requeue_failed(db: Path | None) -> None:
 
 
 @main.command()
+@db_option
+@click.option("--endpoint", default=None, help="Cloud base URL [default: $CLOUD_LOGGING_ENDPOINT].")
+@click.option("--timeout", type=float, default=120.0, show_default=True,
+              help="Seconds to wait for re-sent records to be delivered.")  # fmt: skip
+def reconcile(db: Path | None, endpoint: str | None, timeout: float) -> None:
+    """Ask the cloud now what it holds, confirm delivered records and send again what it lost.
+
+    The buffer must not be in use by a running client (which reconciles by itself every
+    EDGEBUF_RECONCILE_INTERVAL seconds). Exit 1 if the cloud could not answer."""
+    from edgebuf import EnhancedAsyncLoggingClient
+
+    with _guard(), EnhancedAsyncLoggingClient(endpoint, _db(db), reconcile_interval=1.0) as client:
+        if client.reconciler is None:
+            raise click.ClickException("this transport cannot reconcile")
+        deadline = time.monotonic() + timeout
+        confirmed = resent = 0
+        while True:
+            report = client.reconciler.run_once()
+            if report.errors:
+                raise click.ClickException("; ".join(report.errors))
+            confirmed, resent = confirmed + report.confirmed, resent + report.resent
+            delivered = client.flush(timeout=max(0.0, deadline - time.monotonic()))
+            if not delivered or (not report.resent and not report.more and not report.undecided):
+                break
+        click.echo(f"confirmed {confirmed}, sent again {resent}, all delivered: {delivered}")
+        if not delivered:
+            sys.exit(1)
+
+
+@main.command()
 @click.option(
     "--kills",
     type=click.IntRange(5, 100_000),

@@ -174,7 +174,8 @@ def test_lab_api_is_pinned():
         "DrillConfig", "EventLog", "FAST_SETTINGS", "Fault", "FaultProxy", "Reply",
         "ScriptedCloud", "audit", "fake_prediction", "fetch_gaps", "fetch_predictions",
         "fetch_stats", "format_summary", "kill_process", "plot_backlog", "plot_fleet",
-        "plot_frame", "plot_latency", "plot_requests", "producer_command", "run_drill",
+        "plot_frame", "plot_gaps", "plot_latency", "plot_requests", "producer_command",
+        "run_drill", "RestoreConfig", "run_restore_drill", "format_restore",
         "simulate_camera", "simulate_outage",
     ])  # fmt: skip
     for name in edgebuf.lab.__all__:
