@@ -53,6 +53,7 @@ def _depth(obj: Any) -> int:
     stack: list[tuple[Any, int]] = [(obj, 1)]
     while stack:
         node, depth = stack.pop()
+        children: Iterable[Any]
         if isinstance(node, Mapping):
             children = node.values()
         elif isinstance(node, (list, tuple)):

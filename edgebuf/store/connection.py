@@ -23,14 +23,30 @@ from edgebuf.store.schema import migrate
 
 log = logging.getLogger("edgebuf.store")
 
-_CORRUPT_CODES = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}
+# SQLite's primary result codes (sqlite3.h). The ``sqlite3`` module names them, and gives
+# errors a ``sqlite_errorcode``, only from Python 3.11; on 3.10 the message tells them apart.
+_SQLITE_CORRUPT = 11
+_SQLITE_FULL = 13
+_SQLITE_NOTADB = 26
+_CORRUPT_CODES = {_SQLITE_CORRUPT, _SQLITE_NOTADB}
+_MESSAGES = {  # sqlite3_errstr() of each code, what Python 3.10 puts in the exception
+    "database or disk is full": _SQLITE_FULL,
+    "database disk image is malformed": _SQLITE_CORRUPT,
+    "file is not a database": _SQLITE_NOTADB,
+}
+
+
+def _primary_code(exc: sqlite3.Error) -> int | None:
+    code: int | None = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF
+    return _MESSAGES.get(str(exc))
 
 
 def translate(exc: sqlite3.Error, doing: str) -> StorageError:
     """Turn a raw sqlite3 error into an edgebuf error that says what to do."""
-    code = getattr(exc, "sqlite_errorcode", None)
-    primary = code & 0xFF if code is not None else None
-    if primary == sqlite3.SQLITE_FULL:
+    primary = _primary_code(exc)
+    if primary == _SQLITE_FULL:
         return DiskFullError(
             f"cannot {doing}: the disk holding the buffer is full ({exc}). Nothing of this "
             "call was stored and nothing buffered was lost; logging resumes when space is freed."

@@ -118,6 +118,29 @@ class Counters(StoreConnection):
         )
         return count
 
+    def delete_rows(
+        self, conn: sqlite3.Connection, where: str, params: tuple[object, ...], counter: str
+    ) -> int:
+        """Inside a transaction: delete rows matching ``where``, keep ``live_bytes`` and
+        ``counter`` exact in the same transaction; return how many were deleted."""
+        self.fold(conn)  # a row is counted before it can be removed
+        lengths = conn.execute(
+            f"DELETE FROM prediction_buffer WHERE {where} RETURNING length(prediction_data)",
+            params,
+        ).fetchall()
+        n = len(lengths)
+        if n:
+            freed = sum(length for (length,) in lengths) + n * ROW_OVERHEAD
+            # Every row left is counted; the next rowid SQLite hands out (max + 1) must be
+            # above the mark even when the newest rows were the ones deleted.
+            conn.execute(
+                "UPDATE buffer_metadata SET value = CASE key WHEN 'live_bytes' THEN value - ?"
+                " WHEN ? THEN (SELECT coalesce(max(id), 0) FROM prediction_buffer)"
+                " ELSE value + ? END WHERE key IN ('live_bytes', ?, ?)",
+                (freed, COUNTED_THROUGH, n, COUNTED_THROUGH, counter),
+            )
+        return n
+
     def metadata(self) -> dict[str, float]:
         """The counters and per-device sequence positions, exact: the folded values in
         ``buffer_metadata`` plus the rows inserted since the last ``fold``."""

@@ -1,5 +1,5 @@
-"""Status reads and maintenance: counts, sizes, deletes that keep the counters exact,
-integrity check, WAL checkpoints, incremental vacuum."""
+"""Status reads and maintenance: counts, sizes, named deletes (which keep the counters exact
+through ``Counters.delete_rows``), integrity check, WAL checkpoints, incremental vacuum."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 from edgebuf.errors import BufferCorruptError
 from edgebuf.store.counters import Counters
-from edgebuf.store.schema import COUNTED_THROUGH, ROW_OVERHEAD, Status
+from edgebuf.store.schema import ROW_OVERHEAD, Row, Status
 
 log = logging.getLogger("edgebuf.store")
 
@@ -32,10 +32,11 @@ class Maintenance(Counters):
     def oldest_pending(self) -> tuple[float, float] | None:
         """(timestamp, buffered_at) of the oldest pending row, or None."""
         with self._lock, self._storage_errors("read the oldest pending record"):
-            return self._conn.execute(
+            row = self._conn.execute(
                 "SELECT timestamp, buffered_at FROM prediction_buffer WHERE status='pending'"
                 " ORDER BY id LIMIT 1"
             ).fetchone()
+        return None if row is None else (float(row[0]), float(row[1]))
 
     def size_info(self) -> dict[str, int]:
         """File size and live (non-free) bytes of the main database file, and the WAL size."""
@@ -50,27 +51,6 @@ class Maintenance(Counters):
             "wal_bytes": wal.stat().st_size if wal.exists() else 0,
             "page_size": page_size,
         }
-
-    def delete_rows(self, conn: sqlite3.Connection, where: str, params: tuple, counter: str) -> int:
-        """Inside a transaction: delete rows matching ``where``, keep ``live_bytes`` and
-        ``counter`` exact in the same transaction; return how many were deleted."""
-        self.fold(conn)  # a row is counted before it can be removed
-        lengths = conn.execute(
-            f"DELETE FROM prediction_buffer WHERE {where} RETURNING length(prediction_data)",
-            params,
-        ).fetchall()
-        n = len(lengths)
-        if n:
-            freed = sum(length for (length,) in lengths) + n * ROW_OVERHEAD
-            # Every row left is counted; the next rowid SQLite hands out (max + 1) must be
-            # above the mark even when the newest rows were the ones deleted.
-            conn.execute(
-                "UPDATE buffer_metadata SET value = CASE key WHEN 'live_bytes' THEN value - ?"
-                " WHEN ? THEN (SELECT coalesce(max(id), 0) FROM prediction_buffer)"
-                " ELSE value + ? END WHERE key IN ('live_bytes', ?, ?)",
-                (freed, COUNTED_THROUGH, n, COUNTED_THROUGH, counter),
-            )
-        return n
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -96,7 +76,10 @@ class Maintenance(Counters):
         if mode not in ("PASSIVE", "FULL", "RESTART", "TRUNCATE"):
             raise ValueError(mode)
         with self._lock, self._storage_errors("checkpoint the WAL"):
-            return self._conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
+            busy, log_frames, checkpointed = self._conn.execute(
+                f"PRAGMA wal_checkpoint({mode})"
+            ).fetchone()
+        return int(busy), int(log_frames), int(checkpointed)
 
     def set_autocheckpoint(self, pages: int) -> None:
         """WAL size (pages) at which a COMMIT runs SQLite's own checkpoint."""
@@ -160,11 +143,12 @@ class Maintenance(Counters):
     def first_dropped_at(self) -> float | None:
         """Wall time of the first record dropped without delivery, or None."""
         with self._lock, self._storage_errors("read the dropped records"):
-            return self._conn.execute("SELECT min(dropped_at) FROM dropped_records").fetchone()[0]
+            first = self._conn.execute("SELECT min(dropped_at) FROM dropped_records").fetchone()[0]
+        return None if first is None else float(first)
 
     def export_rows(
         self, *, include_predictions: bool = False
-    ) -> tuple[tuple[list[str], list[tuple]], tuple[list[str], list[tuple]]]:
+    ) -> tuple[tuple[list[str], list[Row]], tuple[list[str], list[Row]]]:
         """(columns, rows) of every buffered record and of every dropped record, read on a
         separate connection (one WAL snapshot) so an export never blocks logging."""
         cols = (
@@ -220,7 +204,7 @@ class Room:
     """What the capacity policy may do inside an insert's transaction, before the rows land:
     read the exact byte count, delete sent rows, evict pending ones (audited by reason)."""
 
-    def __init__(self, store: Maintenance, conn: sqlite3.Connection) -> None:
+    def __init__(self, store: Counters, conn: sqlite3.Connection) -> None:
         self._store = store
         self._conn = conn
 
@@ -242,7 +226,8 @@ class Room:
             raise ValueError(f"cannot evict {status!r} rows")
         # Delivered rows the cloud confirmed holding go before those it has not confirmed.
         order = "confirmed_at IS NULL, id" if status == Status.SENT.value else "priority, id"
-        chosen, freed = [], 0
+        chosen: list[int] = []
+        freed = 0
         for row_id, length in self._conn.execute(
             f"SELECT id, length(prediction_data) FROM prediction_buffer WHERE status = ?"
             f" ORDER BY {order}",

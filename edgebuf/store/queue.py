@@ -12,8 +12,9 @@ import json.encoder
 import logging
 import os
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeAlias
 
 from edgebuf.errors import StorageError
 from edgebuf.records import NewRecord
@@ -76,6 +77,10 @@ class Batch:
         return len(self.records)
 
 
+BeforeCommit: TypeAlias = Callable[[Room, Sequence[NewRecord], int], None]
+"""The capacity hook ``add_predictions`` runs inside its transaction:
+``before_commit(room, records, live_bytes_after)``; raising refuses the whole call."""
+
 _INSERT_ROW = (
     "INSERT INTO prediction_buffer (record_id, device_id, seq, prediction_data, image_id,"
     " model_version, timestamp, buffered_at, priority) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -85,6 +90,12 @@ _CLAIM_COLUMNS = "id, record_id, device_id, seq, image_id, timestamp, model_vers
 
 class Queue(Counters):
     """Records in and out of the buffer."""
+
+    # Set by ``LocalBufferManager.__init__`` before the file opens; only an exclusive store
+    # may remember what it wrote (no other process inserts).
+    _last_seq: dict[str, int]  # device -> last sequence number committed
+    _live_upper: int | None  # live_bytes is at most this (None: unknown)
+    _orphaned: set[str]  # claims whose rows could not be released yet
 
     def reset_in_flight(self) -> int:
         """Return rows a crashed process left in flight to pending (start-up recovery)."""
@@ -101,7 +112,7 @@ class Queue(Counters):
         device_id: str,
         records: Sequence[NewRecord],
         *,
-        before_commit=None,
+        before_commit: BeforeCommit | None = None,
         capacity_bytes: int | None = None,
     ) -> list[str]:
         """Commit ``records`` in one transaction; return their record ids.
@@ -128,7 +139,7 @@ class Queue(Counters):
             fits = before_commit is None or (
                 capacity_bytes is not None and upper is not None and upper + added <= capacity_bytes
             )
-            live_after = None
+            live_after: int | None = None
             if n == 1 and last_seq is not None and fits:
                 # The common call: nothing to read first, so the INSERT is the transaction.
                 if self._closed:
@@ -145,7 +156,7 @@ class Queue(Counters):
                 with self._storage_errors("store the prediction"), self._tx() as conn:
                     if last_seq is None:
                         last_seq = self._high_water_seq(conn, device_id)
-                    if not fits:
+                    if before_commit is not None and not fits:  # (no hook: it always fits)
                         self._live_upper = None  # unknown until this commit lands
                         self.fold(conn)
                         before_commit(Room(self, conn), records, self._folded(conn, "live_bytes") + added)
@@ -166,7 +177,9 @@ class Queue(Counters):
                 self._live_upper += added
         return ids
 
-    def add_prediction(self, device_id: str, record: NewRecord, *, before_commit=None) -> str:
+    def add_prediction(
+        self, device_id: str, record: NewRecord, *, before_commit: BeforeCommit | None = None
+    ) -> str:
         """Commit one record; return its record id."""
         return self.add_predictions(device_id, [record], before_commit=before_commit)[0]
 
@@ -281,7 +294,7 @@ class Queue(Counters):
     def requeue_failed(self, ids: Sequence[int] | None = None) -> int:
         """Put dead-lettered rows (all, or the given ids) back to ``pending``."""
         where = "status='failed'"
-        params: tuple = ()
+        params: tuple[object, ...] = ()
         if ids is not None:
             where += " AND id IN (SELECT value FROM json_each(?))"
             params = (json.dumps(list(ids)),)
@@ -299,15 +312,16 @@ class Queue(Counters):
     def count_pending(self, at_most: int | None = None) -> int:
         """Pending rows; with ``at_most`` the count stops there (cheap on a huge backlog)."""
         with self._lock, self._storage_errors("count pending records"):
+            params: tuple[object, ...] = ()
             if at_most is None:
-                sql, params = "SELECT count(*) FROM prediction_buffer WHERE status='pending'", ()
+                sql = "SELECT count(*) FROM prediction_buffer WHERE status='pending'"
             else:
                 sql = (
                     "SELECT count(*) FROM (SELECT 1 FROM prediction_buffer"
                     " WHERE status='pending' LIMIT ?)"
                 )
                 params = (at_most,)
-            return self._conn.execute(sql, params).fetchone()[0]
+            return int(self._conn.execute(sql, params).fetchone()[0])
 
     def has_unsent(self) -> bool:
         """Whether any row is pending or in flight (an index probe, cheap on any backlog)."""

@@ -20,7 +20,7 @@ from typing import Any
 
 from edgebuf.store.counters import effective_metadata
 from edgebuf.store.files import fsync_path
-from edgebuf.store.schema import COUNTED_THROUGH, ROW_OVERHEAD, SEQ_PREFIX
+from edgebuf.store.schema import COUNTED_THROUGH, ROW_OVERHEAD, SEQ_PREFIX, Row
 
 log = logging.getLogger("edgebuf.store.salvage")
 
@@ -31,7 +31,7 @@ _ROW_COLUMNS = (
 )
 
 
-def _read_window(src: sqlite3.Connection, cursor: int) -> tuple[list[tuple], int]:
+def _read_window(src: sqlite3.Connection, cursor: int) -> tuple[list[Row], int]:
     """Rows with ids in (cursor, cursor + WINDOW]; a damaged range is read id by id."""
     try:
         return src.execute(
@@ -57,7 +57,7 @@ def _read_window(src: sqlite3.Connection, cursor: int) -> tuple[list[tuple], int
 _STATUSES = {"pending", "sending", "sent", "failed"}
 
 
-def _valid(row: tuple) -> bool:
+def _valid(row: Row) -> bool:
     """A salvaged row must be whole: damaged pages can yield rows with missing fields."""
     rid, rec_id, device, seq, data, image, model, ts, buffered, sent, status = row[:11]
     if not (isinstance(rid, int) and isinstance(rec_id, str) and len(rec_id) == 32):
@@ -70,18 +70,20 @@ def _valid(row: tuple) -> bool:
         model is None or isinstance(model, str)
     ):
         return False
+    if not isinstance(data, (str, bytes)):
+        return False
     try:
         return isinstance(json.loads(data), dict)
-    except (TypeError, ValueError):
+    except ValueError:
         return False
 
 
-def _read_rows(src: sqlite3.Connection, upper: int) -> tuple[list[tuple], int]:
+def _read_rows(src: sqlite3.Connection, upper: int) -> tuple[list[Row], int]:
     """Read every row that can be read; return (rows, ids whose lookup failed).
 
     ``upper`` is the highest id known to have existed (0 if unknown); past it the scan
     stops after one window without rows or errors, or after 20 windows without rows."""
-    rows: list[tuple] = []
+    rows: list[Row] = []
     unreadable = 0
     cursor = quiet = rowless = 0
     while True:
@@ -112,7 +114,7 @@ def _pad_to_header_size(path: Path) -> None:
             f.truncate(declared)
 
 
-def _safe(src: sqlite3.Connection, sql: str) -> list[tuple]:
+def _safe(src: sqlite3.Connection, sql: str) -> list[Row]:
     try:
         return src.execute(sql).fetchall()
     except sqlite3.Error:
@@ -143,7 +145,11 @@ def salvage_into(aside: Path, target: Path) -> dict[str, Any]:
         try:  # exact counters need the rows above counted_through; they may be unreadable
             meta = effective_metadata(src)
         except sqlite3.Error:
-            meta = dict(_safe(src, "SELECT key, value FROM buffer_metadata"))
+            meta = {
+                key: float(value)
+                for key, value in _safe(src, "SELECT key, value FROM buffer_metadata")
+                if isinstance(key, str) and isinstance(value, (int, float))
+            }
             meta.pop(COUNTED_THROUGH, None)
         max_id = _safe(src, "SELECT max(id) FROM prediction_buffer")
         upper = int(max(meta.get("total_buffered", 0), (max_id[0][0] or 0) if max_id else 0))

@@ -19,8 +19,12 @@ from __future__ import annotations
 
 import enum
 import sqlite3
+from typing import TypeAlias
 
 from edgebuf.errors import StorageError
+
+SqlValue: TypeAlias = int | float | str | bytes | None  # what one SQLite column holds
+Row: TypeAlias = tuple[SqlValue, ...]  # a row as ``fetchall`` returns it
 
 # 2: counters folded in after the commit (``counted_through``)
 # 3: ``confirmed_at``: the cloud confirmed holding a delivered row (reconciliation)

@@ -135,6 +135,25 @@ def test_not_a_database_is_reported_as_corrupt(tmp_path):
         LocalBufferManager(path)
 
 
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        ("database or disk is full", "DiskFullError"),
+        ("database disk image is malformed", "BufferCorruptError"),
+        ("file is not a database", "BufferCorruptError"),
+        ("no such table: nope", "StorageError"),
+    ],
+)
+def test_errors_without_an_error_code_are_translated_by_message(message, expected):
+    # Python 3.10's sqlite3 gives errors no ``sqlite_errorcode`` (nor SQLITE_* names): the
+    # message must still tell a full disk and a damaged file apart from other errors.
+    from edgebuf.store import translate
+
+    exc = sqlite3.OperationalError(message)
+    assert getattr(exc, "sqlite_errorcode", None) is None
+    assert type(translate(exc, "store the prediction")).__name__ == expected
+
+
 def test_failed_transaction_stores_nothing(store):
     def boom(conn, records, live_after):
         raise RuntimeError("hook failed")
