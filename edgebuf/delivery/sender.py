@@ -54,7 +54,7 @@ class DeliveryStats:
     last_success: float | None = None  # wall time
     last_error: str | None = None
     last_error_at: float | None = None
-    _acks: collections.deque = field(default_factory=collections.deque)
+    _acks: collections.deque[tuple[float, int]] = field(default_factory=collections.deque)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def record_ack(self, n: int) -> None:

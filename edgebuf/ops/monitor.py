@@ -32,6 +32,7 @@ class BufferMonitor:
         client: EnhancedAsyncLoggingClient | None = None,
         capacity_bytes: int | None = None,
     ) -> None:
+        self._store: LocalBufferManager | None
         if isinstance(store, LocalBufferManager):
             self._store, self._owns, self.path = store, False, store.path
         else:
