@@ -9,8 +9,8 @@ import pytest
 from support import DET, drive
 
 from edgebuf import BufferMonitor, LocalBufferManager
-from edgebuf.store.repair import repair_db
 from edgebuf.records import prepare_record
+from edgebuf.store.repair import repair_db
 
 
 def test_full_status_is_actionable(make_client, clock, cloud):
