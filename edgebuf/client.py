@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
+import ssl
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -22,12 +23,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from edgebuf.aio import AsyncSurface
 from edgebuf.clock import Clock, SystemClock
-from edgebuf.config import EdgeSettings, load_settings
+from edgebuf.config import EdgeSettings, load_settings, ssl_context
 from edgebuf.delivery.connectivity import DOWN, UP, ConnectivityMonitor
 from edgebuf.delivery.recovery import BufferRecoveryManager
 from edgebuf.delivery.sender import Sender
 from edgebuf.delivery.shipper import ShippingLoop
-from edgebuf.delivery.state import DeliveryState
+from edgebuf.delivery.state import DeliveryState, FaultLog
 from edgebuf.delivery.transport import Transport
 from edgebuf.errors import BufferFullError, ClientClosedError, DiskFullError
 from edgebuf.records import NewRecord, prepare_record, prepare_records
@@ -45,7 +46,7 @@ log = logging.getLogger("edgebuf.client")
 ConnectivityCallback = Callable[[str, str], None]
 
 
-def _http_transport(s: EdgeSettings) -> Transport:
+def _http_transport(s: EdgeSettings, tls: ssl.SSLContext | None, faults: FaultLog) -> Transport:
     from edgebuf.delivery.http import HttpTransport  # httpx is loaded when first needed
 
     return HttpTransport(
@@ -54,6 +55,8 @@ def _http_transport(s: EdgeSettings) -> Transport:
         request_timeout=s.request_timeout,
         health_timeout=s.health_timeout,
         use_gzip=s.gzip,
+        tls=tls,
+        faults=faults,
     )
 
 
@@ -74,6 +77,9 @@ class EnhancedAsyncLoggingClient(AsyncSurface):
         device_id: str | None = None,
         *,
         api_key: str | None = None,
+        ca_bundle: str | Path | None = None,
+        client_cert: str | Path | None = None,
+        client_key: str | Path | None = None,
         batch_size: int | None = None,
         batch_timeout: float | None = None,
         backfill_batch_size: int | None = None,
@@ -105,6 +111,9 @@ class EnhancedAsyncLoggingClient(AsyncSurface):
                 db_path=db_path,
                 device_id=device_id,
                 api_key=api_key,
+                ca_bundle=ca_bundle,
+                client_cert=client_cert,
+                client_key=client_key,
                 batch_size=batch_size,
                 batch_timeout=batch_timeout,
                 backfill_batch_size=backfill_batch_size,
@@ -126,8 +135,10 @@ class EnhancedAsyncLoggingClient(AsyncSurface):
                 verify_on_start=verify_on_start,
             )
         self.settings = s = settings
+        tls = ssl_context(s)  # a bad certificate, key or CA file is a ConfigError now
         self.device_id = s.device_id
         self.clock: Clock = clock or SystemClock()
+        self.faults = FaultLog(self.clock)
         rng = rng or random.Random()
         with contextlib.ExitStack() as undo:  # a failure below closes what was opened
             self.store, self.repair_report = open_buffer(
@@ -140,7 +151,7 @@ class EnhancedAsyncLoggingClient(AsyncSurface):
             undo.callback(self.store.close)
             self.reserve = DiskReserve(s.db_path, s.reserve_bytes)
             self.reserve.ensure()
-            self.transport: Transport = transport or _http_transport(s)
+            self.transport: Transport = transport or _http_transport(s, tls, self.faults)
             undo.callback(self.transport.close)
             self.capacity = CapacityManager(
                 self.store,
@@ -149,7 +160,7 @@ class EnhancedAsyncLoggingClient(AsyncSurface):
                 overflow_policy=s.overflow_policy,
             )
             self.disk_full = DiskFullProcedure(self.store, self.capacity, self.reserve)
-            self.sender = Sender(self.store, self.transport, self.clock)
+            self.sender = Sender(self.store, self.transport, self.clock, faults=self.faults)
             self.recovery = BufferRecoveryManager(
                 self.store,
                 self.sender,
@@ -374,6 +385,7 @@ class EnhancedAsyncLoggingClient(AsyncSurface):
             send_rate_per_s=stats.send_rate(),
             recovering=self.recovery.active,
             consecutive_failures=self.shipper.failures,
+            fault=self.faults.current,
         )
 
     def get_buffer_status(self) -> dict[str, Any]:

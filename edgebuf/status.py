@@ -7,7 +7,7 @@ import datetime as dt
 import shutil
 from typing import Any
 
-from edgebuf.delivery.state import DeliveryState
+from edgebuf.delivery.state import TLS, DeliveryState, Fault
 from edgebuf.store import LocalBufferManager
 from edgebuf.store.schema import SEQ_PREFIX
 
@@ -27,7 +27,9 @@ def buffer_status(
     delivery: DeliveryState | None = None,
 ) -> dict[str, Any]:
     """Counts by status, oldest pending age, size and capacity, free disk, counters; with
-    ``delivery``: connectivity, last success / error, send rate and time to drain."""
+    ``delivery``: connectivity, last success / error, send rate, time to drain and the
+    delivery fault in force (``fault``: kind, reason, since; ``tls_error``: its reason when
+    it is a TLS failure)."""
     now = store.clock.time()
     counts = store.counts()
     meta = store.metadata()
@@ -84,5 +86,21 @@ def buffer_status(
         else (0.0 if not backlog else None),
         "recovering": delivery.recovering,
         "consecutive_failures": delivery.consecutive_failures,
+        "fault": _fault(delivery.fault),
+        "tls_error": delivery.fault.reason
+        if delivery.fault is not None and delivery.fault.kind == TLS
+        else None,
     }
     return status
+
+
+def _fault(fault: Fault | None) -> dict[str, Any] | None:
+    """The delivery fault in force (records stay pending meanwhile), or None."""
+    if fault is None:
+        return None
+    return {
+        "kind": fault.kind,
+        "reason": fault.reason,
+        "since": iso(fault.since),
+        "attempts": fault.attempts,
+    }

@@ -94,6 +94,12 @@ class BufferMonitor:
                 f"{', recovering' if dl['recovering'] else ''}"
             )
             lines.append(f"  last success  {dl['last_success_at'] or 'never'}")
+            if dl.get("fault"):
+                f = dl["fault"]
+                lines.append(
+                    f"  FAULT         {f['kind']} since {f['since']} ({f['attempts']} attempts,"
+                    f" records kept pending): {f['reason']}"
+                )
             if dl["last_error"]:
                 lines.append(f"  last error    {dl['last_error_at']}  {dl['last_error']}")
         k = s["counters"]
