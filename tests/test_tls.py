@@ -1,0 +1,390 @@
+"""The edge through a real TLS hop: its own nginx master (Debian's package) terminating
+TLS with a CA made here, verifying device certificates, in front of the real cloud.
+
+nginx renders deploy/nginx/edgebuf.conf, the file operators deploy. Without nginx the
+module skips, except under CI=true, where it fails (.ci/run installs nginx).
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime as dt
+import ipaddress
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from cloud.testing import CloudServer, free_port
+from edgebuf import EnhancedAsyncLoggingClient
+from edgebuf.lab.testing import FAST_SETTINGS
+from edgebuf.lab.verify import fetch_predictions
+
+x509 = pytest.importorskip("cryptography.x509")
+from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+TEMPLATE = ROOT / "deploy" / "nginx" / "edgebuf.conf"
+DET = {"detections": [{"class_name": "part", "confidence": 0.9, "box": [1.0, 2.0, 3.0, 4.0]}]}
+NOW = dt.datetime.now(dt.timezone.utc)
+
+
+def _nginx() -> str:
+    found = shutil.which("nginx") or next(
+        (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.access(p, os.X_OK)), None
+    )
+    if found is None:
+        reason = "nginx is not installed (apt-get install -y nginx; .ci/run installs it)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI=true: {reason}")
+        pytest.skip(reason)
+    return found
+
+
+# --------------------------------------------------------------------- a private CA
+@dataclass
+class Issued:
+    cert: Path
+    key: Path
+
+
+class CA:
+    """A throwaway certificate authority (EC P-256: fast to generate)."""
+
+    def __init__(self, directory: Path, name: str) -> None:
+        self.dir = directory
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+        self.name = subject
+        self.cert = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(subject)
+            .public_key(self.key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(NOW - dt.timedelta(days=1))
+            .not_valid_after(NOW + dt.timedelta(days=30))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True, key_cert_sign=True, crl_sign=True,
+                    content_commitment=False, key_encipherment=False, data_encipherment=False,
+                    key_agreement=False, encipher_only=False, decipher_only=False,
+                ),
+                critical=True,
+            )
+            .sign(self.key, hashes.SHA256())
+        )
+        self.pem = self.dir / f"{name}.pem"
+        self.pem.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
+
+    def issue(
+        self, cn: str, out: Path, *, server: bool = False, expired: bool = False
+    ) -> Issued:
+        key = ec.generate_private_key(ec.SECP256R1())
+        start, end = (
+            (NOW - dt.timedelta(days=10), NOW - dt.timedelta(days=1))
+            if expired
+            else (NOW - dt.timedelta(days=1), NOW + dt.timedelta(days=30))
+        )
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([
+                x509.NameAttribute(NameOID.COMMON_NAME, cn),
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "edgebuf test fleet"),
+            ]))
+            .issuer_name(self.name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(start)
+            .not_valid_after(end)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(
+                x509.ExtendedKeyUsage(
+                    [ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]
+                ),
+                critical=False,
+            )
+        )
+        if server:
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName([
+                    x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))
+                ]),
+                critical=False,
+            )
+        cert = builder.sign(self.key, hashes.SHA256())
+        out.mkdir(parents=True, exist_ok=True)
+        issued = Issued(out / f"{cn}.crt", out / f"{cn}.key")
+        issued.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        issued.key.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+        return issued
+
+
+# --------------------------------------------------------------------- nginx
+def render(template: str, values: dict[str, str]) -> str:
+    """Fill the ``${NAME}`` placeholders, as envsubst with the names listed would."""
+    lines = []
+    for line in template.splitlines():
+        if not line.lstrip().startswith("#"):
+            for name, value in values.items():
+                line = line.replace("${" + name + "}", value)
+            assert "${" not in line, f"placeholder not filled: {line}"
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+class Nginx:
+    """Its own nginx master (``daemon off``, everything under ``prefix``), stopped on close."""
+
+    def __init__(self, prefix: Path, values: dict[str, str]) -> None:
+        self.binary = _nginx()
+        self.prefix = prefix
+        self.port = free_port()
+        prefix.mkdir(parents=True, exist_ok=True)
+        (prefix / "edgebuf.conf").write_text(
+            render(TEMPLATE.read_text(), {**values, "LISTEN": f"127.0.0.1:{self.port}"})
+        )
+        user = "user root;\n" if os.geteuid() == 0 else ""  # workers read our 0700 tmp dirs
+        temp = "\n".join(
+            f"    {kind}_temp_path {prefix}/{kind};"
+            for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+        )
+        self.conf = prefix / "nginx.conf"
+        self.conf.write_text(
+            f"{user}daemon off;\nworker_processes 1;\npid {prefix}/nginx.pid;\n"
+            f"error_log {prefix}/error.log info;\n"
+            "events { worker_connections 64; }\n"
+            f"http {{\n    access_log {prefix}/access.log;\n{temp}\n"
+            f"    include {prefix}/edgebuf.conf;\n}}\n"
+        )
+        self.url = f"https://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        argv = [self.binary, "-c", str(self.conf), "-p", str(self.prefix), "-e",
+                str(self.prefix / "error.log")]
+        check = subprocess.run([*argv, "-t"], capture_output=True, text=True)
+        assert check.returncode == 0, check.stderr
+        self.process = subprocess.Popen(argv, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, self.error_log()
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            time.sleep(0.05)
+        raise TimeoutError(f"nginx did not listen on {self.port}: {self.error_log()}")
+
+    def error_log(self) -> str:
+        path = self.prefix / "error.log"
+        return path.read_text(errors="replace")[-3000:] if path.exists() else ""
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGQUIT)  # graceful shutdown of master + worker
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    base = tmp_path_factory.mktemp("pki")
+    ca = CA(base / "ca", "edgebuf-test-ca")
+    other = CA(base / "other", "some-other-ca")
+    return ca, other, ca.issue("127.0.0.1", base / "server", server=True)
+
+
+@pytest.fixture(scope="module")
+def cloud(tmp_path_factory):
+    base = tmp_path_factory.mktemp("cloud")
+    server = CloudServer(
+        f"sqlite:///{base / 'cloud.db'}",
+        env={"EDGEBUF_TRUSTED_PROXIES": "127.0.0.1", "EDGEBUF_CERT_DEVICE_BINDING": "true"},
+    )
+    server.start()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def proxy(tmp_path_factory, pki, cloud):
+    ca, _, server_cert = pki
+    nginx = Nginx(
+        tmp_path_factory.mktemp("nginx"),
+        {
+            "SERVER_CERT": str(server_cert.cert),
+            "SERVER_KEY": str(server_cert.key),
+            "CLIENT_CA": str(ca.pem),
+            "CLOUD_UPSTREAM": f"127.0.0.1:{cloud.port}",
+        },
+    )
+    nginx.start()
+    yield nginx
+    nginx.stop()
+
+
+def edge(proxy: Nginx, db: Path, device_id: str, **tls) -> EnhancedAsyncLoggingClient:
+    return EnhancedAsyncLoggingClient(
+        endpoint=proxy.url, db_path=db, device_id=device_id, **FAST_SETTINGS, **tls
+    ).start()
+
+
+def log_n(client: EnhancedAsyncLoggingClient, n: int) -> list[str]:
+    return [client.log_prediction(DET, image_id=f"f{i}") for i in range(n)]
+
+
+def stored(cloud: CloudServer, device_id: str) -> collections.Counter[str]:
+    return collections.Counter(p["record_id"] for p in fetch_predictions(cloud.url, device_id))
+
+
+def assert_held(client: EnhancedAsyncLoggingClient, n: int, kind: str, words: str) -> dict:
+    """Nothing delivered and nothing dead-lettered: all ``n`` pending, the reason shown."""
+    assert client.flush(timeout=2.0) is False
+    status = client.monitor.get_full_status()
+    counts = status["counts"]
+    assert (counts["pending"] + counts["sending"], counts["failed"], counts["sent"]) == (n, 0, 0)
+    fault = status["delivery"]["fault"]
+    assert fault is not None and fault["kind"] == kind, status["delivery"]
+    assert words in fault["reason"], fault
+    return status
+
+
+def test_delivery_through_nginx_with_the_device_certificate(tmp_path, pki, cloud, proxy):
+    ca, _, _ = pki
+    device = ca.issue("cam-good", tmp_path / "device")
+    client = edge(proxy, tmp_path / "b.db", "cam-good", ca_bundle=ca.pem,
+                  client_cert=device.cert, client_key=device.key)
+    try:
+        ids = log_n(client, 300)
+        assert client.flush(timeout=20)
+        status = client.monitor.get_full_status()
+        assert status["counts"]["sent"] == 300 and status["delivery"]["fault"] is None
+    finally:
+        client.close()
+    assert stored(cloud, "cam-good") == collections.Counter(ids)  # each once, all of them
+
+
+def test_unknown_ca_keeps_records_pending_with_a_tls_error(tmp_path, pki, cloud, proxy):
+    ca, other, _ = pki
+    device = ca.issue("cam-wrong-ca", tmp_path / "device")
+    client = edge(proxy, tmp_path / "b.db", "cam-wrong-ca", ca_bundle=other.pem,
+                  client_cert=device.cert, client_key=device.key)
+    try:
+        log_n(client, 40)
+        status = assert_held(client, 40, "tls", "certificate is not trusted")
+        assert status["delivery"]["tls_error"] == status["delivery"]["fault"]["reason"]
+    finally:
+        client.close()
+    assert stored(cloud, "cam-wrong-ca") == {}
+
+
+def test_no_client_certificate_is_refused_by_nginx_and_nothing_dead_letters(
+    tmp_path, pki, cloud, proxy, capsys
+):
+    ca, _, _ = pki
+    client = edge(proxy, tmp_path / "b.db", "cam-no-cert", ca_bundle=ca.pem)
+    try:
+        log_n(client, 40)
+        assert_held(client, 40, "tls", "No required SSL certificate was sent")
+        client.monitor.print_status()
+        assert "No required SSL certificate was sent" in capsys.readouterr().out
+    finally:
+        client.close()
+    assert stored(cloud, "cam-no-cert") == {}
+
+
+def test_certificate_of_another_ca_is_refused(tmp_path, pki, cloud, proxy):
+    ca, other, _ = pki
+    device = other.issue("cam-foreign", tmp_path / "device")
+    client = edge(proxy, tmp_path / "b.db", "cam-foreign", ca_bundle=ca.pem,
+                  client_cert=device.cert, client_key=device.key)
+    try:
+        log_n(client, 40)
+        assert_held(client, 40, "tls", "SSL certificate error")
+    finally:
+        client.close()
+    assert stored(cloud, "cam-foreign") == {}
+
+
+def test_expired_certificate_holds_then_a_new_one_delivers_everything_once(
+    tmp_path, pki, cloud, proxy
+):
+    ca, _, _ = pki
+    device = ca.issue("cam-renew", tmp_path / "device", expired=True)
+    tls = {"ca_bundle": ca.pem, "client_cert": device.cert, "client_key": device.key}
+    db = tmp_path / "b.db"
+    client = edge(proxy, db, "cam-renew", **tls)
+    try:
+        ids = log_n(client, 120)
+        assert_held(client, 120, "tls", "SSL certificate error")
+    finally:
+        client.close()
+    assert stored(cloud, "cam-renew") == {}
+    ca.issue("cam-renew", tmp_path / "device")  # renewed in place: same file names
+    client = edge(proxy, db, "cam-renew", **tls)
+    try:
+        ids += log_n(client, 30)
+        assert client.flush(timeout=20)
+        counts = client.monitor.get_full_status()["counts"]
+        assert (counts["sent"], counts["pending"], counts["failed"]) == (150, 0, 0)
+    finally:
+        client.close()
+    assert stored(cloud, "cam-renew") == collections.Counter(ids)
+
+
+def test_the_cloud_binds_the_certificate_to_its_device(tmp_path, pki, cloud, proxy):
+    ca, _, _ = pki
+    device = ca.issue("cam-a", tmp_path / "device")
+    client = edge(proxy, tmp_path / "b.db", "cam-b", ca_bundle=ca.pem,
+                  client_cert=device.cert, client_key=device.key)
+    try:
+        log_n(client, 40)
+        assert_held(client, 40, "cloud", "client certificate may only act for device 'cam-a'")
+    finally:
+        client.close()
+    assert stored(cloud, "cam-b") == {}
+
+
+def _forged(device_id: str) -> tuple[bytes, dict[str, str]]:
+    body = (
+        f'{{"device_id":"{device_id}","batch_id":"forged-{device_id}","records":[{{"record_id":'
+        f'"r-{device_id}","seq":1,"timestamp":{time.time()},"prediction":{{"detections":[]}}}}]}}'
+    )
+    headers = {"X-Client-Verify": "SUCCESS", "X-Client-Subject": "CN=cam-other,O=forged",
+               "Content-Type": "application/json"}
+    return body.encode(), headers
+
+
+def test_certificate_headers_count_only_from_a_trusted_proxy(cloud):
+    # From 127.0.0.1 (the trusted proxy's address) the headers bind the batch: refused.
+    body, headers = _forged("cam-direct-1")
+    answer = httpx.post(f"{cloud.url}/log", content=body, headers=headers)
+    assert answer.status_code == 403, answer.text
+    assert answer.json()["service"] == "edgebuf-cloud"
+    # The same headers from another address are ignored: the batch is stored as sent.
+    body, headers = _forged("cam-direct-2")
+    untrusted = httpx.HTTPTransport(local_address="127.0.0.3")
+    with httpx.Client(transport=untrusted) as http:
+        answer = http.post(f"{cloud.url}/log", content=body, headers=headers)
+    assert answer.status_code == 200, answer.text
+    assert stored(cloud, "cam-direct-2") == {"r-cam-direct-2": 1}
