@@ -9,7 +9,6 @@ import pytest
 from edgebuf.delivery.policy import RETRY_AFTER_CAP, Verdict, backoff_delay, classify
 from edgebuf.delivery.transport import SendResult, parse_retry_after
 
-
 ACK = {"accepted": 1, "duplicates": 0}  # the cloud's acknowledgement
 
 
