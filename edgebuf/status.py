@@ -64,6 +64,7 @@ def buffer_status(
             k[len(SEQ_PREFIX) :]: int(v) for k, v in meta.items() if k.startswith(SEQ_PREFIX)
         },
         "dropped_by_reason": store.dropped_by_reason(),
+        "pending_error": _pending_error(store),
     }
     if delivery is None:
         status["connectivity"] = {"state": "not running"}
@@ -92,6 +93,13 @@ def buffer_status(
         else None,
     }
     return status
+
+
+def _pending_error(store: LocalBufferManager) -> dict[str, Any] | None:
+    """The last delivery error kept on a pending row (what a status read from the file alone
+    can tell of a fault: ``edgebuf status`` beside a running client)."""
+    found = store.pending_error()
+    return None if found is None else {"error": found[0], "retries": int(found[1])}
 
 
 def _fault(fault: Fault | None) -> dict[str, Any] | None:

@@ -21,11 +21,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from click.testing import CliRunner
 
 from cloud.testing import CloudServer, free_port
 from edgebuf import EnhancedAsyncLoggingClient
 from edgebuf.lab.testing import FAST_SETTINGS
 from edgebuf.lab.verify import fetch_predictions
+from edgebuf.ops.cli import main as cli_main
 
 x509 = pytest.importorskip("cryptography.x509")
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
@@ -308,6 +310,10 @@ def test_no_client_certificate_is_refused_by_nginx_and_nothing_dead_letters(
         assert_held(client, 40, "tls", "No required SSL certificate was sent")
         client.monitor.print_status()
         assert "No required SSL certificate was sent" in capsys.readouterr().out
+        # `edgebuf status` reads the file alone, beside the running client: the reason too
+        shown = CliRunner().invoke(cli_main, ["status", "--db", str(tmp_path / "b.db")])
+        assert shown.exit_code == 0, shown.output
+        assert "held by     HTTP 400 not from the cloud: 400 No required SSL" in shown.output
     finally:
         client.close()
     assert stored(cloud, "cam-no-cert") == {}
