@@ -174,7 +174,7 @@ class HttpTransport:
         if 200 <= resp.status_code < 300:
             return True
         result = error_result(resp)
-        self._probe_failed(result.fault or CLOUD, f"GET /health: {result.error}")
+        self._probe_failed(result.fault or CLOUD, result.error or f"HTTP {resp.status_code}")
         return False
 
     def _probe_failed(self, kind: str, reason: str) -> None:
