@@ -8,6 +8,7 @@ module skips, except under CI=true, where it fails (.ci/run installs nginx).
 from __future__ import annotations
 
 import collections
+import logging
 import os
 import shutil
 import signal
@@ -62,14 +63,17 @@ def render(template: str, values: dict[str, str]) -> str:
 class Nginx:
     """Its own nginx master (``daemon off``, everything under ``prefix``), stopped on close."""
 
-    def __init__(self, prefix: Path, values: dict[str, str]) -> None:
+    def __init__(self, prefix: Path, values: dict[str, str], crl: Path | None = None) -> None:
         self.binary = _nginx()
         self.prefix = prefix
         self.port = free_port()
         prefix.mkdir(parents=True, exist_ok=True)
-        (prefix / "edgebuf.conf").write_text(
-            render(TEMPLATE.read_text(), {**values, "LISTEN": f"127.0.0.1:{self.port}"})
-        )
+        site = render(TEMPLATE.read_text(), {**values, "LISTEN": f"127.0.0.1:{self.port}"})
+        if crl is not None:  # the template's own (commented) ssl_crl line, switched on
+            line = "# ssl_crl /etc/nginx/edgebuf/devices.crl;"
+            assert line in site
+            site = site.replace(line, f"ssl_crl {crl};")
+        (prefix / "edgebuf.conf").write_text(site)
         user = "user root;\n" if os.geteuid() == 0 else ""  # workers read our 0700 tmp dirs
         temp = "\n".join(
             f"    {kind}_temp_path {prefix}/{kind};"
@@ -124,6 +128,15 @@ def pki(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def revoked(tmp_path_factory, pki):
+    """A device certificate of the right CA, listed in the CRL nginx is given."""
+    ca, _, _ = pki
+    base = tmp_path_factory.mktemp("revoked")
+    device = ca.issue("cam-revoked", base)
+    return device, ca.crl([device], base / "devices.crl")
+
+
+@pytest.fixture(scope="module")
 def cloud(tmp_path_factory):
     base = tmp_path_factory.mktemp("cloud")
     server = CloudServer(
@@ -136,7 +149,7 @@ def cloud(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def proxy(tmp_path_factory, pki, cloud):
+def proxy(tmp_path_factory, pki, revoked, cloud):
     ca, _, server_cert = pki
     nginx = Nginx(
         tmp_path_factory.mktemp("nginx"),
@@ -146,6 +159,7 @@ def proxy(tmp_path_factory, pki, cloud):
             "CLIENT_CA": str(ca.pem),
             "CLOUD_UPSTREAM": f"127.0.0.1:{cloud.port}",
         },
+        crl=revoked[1],
     )
     nginx.start()
     yield nginx
@@ -196,15 +210,19 @@ def test_delivery_through_nginx_with_the_device_certificate(tmp_path, pki, cloud
     assert stored(cloud, "cam-good") == collections.Counter(ids)  # each once, all of them
 
 
-def test_unknown_ca_keeps_records_pending_with_a_tls_error(tmp_path, pki, cloud, proxy):
+def test_unknown_ca_keeps_records_pending_with_a_tls_error(tmp_path, pki, cloud, proxy, caplog):
     ca, other, _ = pki
     device = ca.issue("cam-wrong-ca", tmp_path / "device")
     client = edge(proxy, tmp_path / "b.db", "cam-wrong-ca", ca_bundle=other.pem,
                   client_cert=device.cert, client_key=device.key)
     try:
-        log_n(client, 40)
-        status = assert_held(client, 40, "tls", "certificate is not trusted")
+        with caplog.at_level(logging.WARNING, logger="edgebuf.delivery"):
+            log_n(client, 40)
+            status = assert_held(client, 40, "tls", "certificate is not trusted")
         assert status["delivery"]["tls_error"] == status["delivery"]["fault"]["reason"]
+        assert status["delivery"]["fault"]["attempts"] > 1  # sends and probes, ...
+        faults = [r for r in caplog.records if r.name == "edgebuf.delivery"]
+        assert len(faults) == 1, [r.getMessage() for r in faults]  # ... logged once
     finally:
         client.close()
     assert stored(cloud, "cam-wrong-ca") == {}
@@ -268,6 +286,20 @@ def test_expired_certificate_holds_then_a_new_one_delivers_everything_once(
     finally:
         client.close()
     assert stored(cloud, "cam-renew") == collections.Counter(ids)
+
+
+def test_revoked_certificate_is_refused(tmp_path, pki, revoked, cloud, proxy):
+    ca, _, _ = pki
+    device, _ = revoked
+    client = edge(proxy, tmp_path / "b.db", "cam-revoked", ca_bundle=ca.pem,
+                  client_cert=device.cert, client_key=device.key)
+    try:
+        log_n(client, 40)
+        assert_held(client, 40, "tls", "SSL certificate error")
+    finally:
+        client.close()
+    assert stored(cloud, "cam-revoked") == {}
+    assert "certificate revoked" in proxy.error_log()
 
 
 def test_the_cloud_binds_the_certificate_to_its_device(tmp_path, pki, cloud, proxy):

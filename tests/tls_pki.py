@@ -21,6 +21,7 @@ NOW = dt.datetime.now(dt.timezone.utc)
 class Issued:
     cert: Path
     key: Path
+    serial: int = 0
 
 
 class CA:
@@ -91,7 +92,7 @@ class CA:
             )
         cert = builder.sign(self.key, hashes.SHA256())
         out.mkdir(parents=True, exist_ok=True)
-        issued = Issued(out / f"{cn}.crt", out / f"{cn}.key")
+        issued = Issued(out / f"{cn}.crt", out / f"{cn}.key", cert.serial_number)
         issued.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         issued.key.write_bytes(
             key.private_bytes(
@@ -101,3 +102,22 @@ class CA:
             )
         )
         return issued
+
+    def crl(self, revoked: list[Issued], out: Path) -> Path:
+        """A PEM certificate revocation list of this CA naming ``revoked``."""
+        builder = (
+            x509.CertificateRevocationListBuilder()
+            .issuer_name(self.name)
+            .last_update(NOW - dt.timedelta(hours=1))
+            .next_update(NOW + dt.timedelta(days=7))
+        )
+        for issued in revoked:
+            builder = builder.add_revoked_certificate(
+                x509.RevokedCertificateBuilder()
+                .serial_number(issued.serial)
+                .revocation_date(NOW - dt.timedelta(minutes=5))
+                .build()
+            )
+        crl = builder.sign(self.key, hashes.SHA256())
+        out.write_bytes(crl.public_bytes(serialization.Encoding.PEM))
+        return out

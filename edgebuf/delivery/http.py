@@ -99,7 +99,7 @@ class HttpTransport:
 
     ``tls``: the SSLContext of ``EdgeSettings``' CA bundle and client certificate (see
     ``edgebuf.config.ssl_context``), else httpx's default verification. ``faults``: where
-    a failed probe is reported when no send has reported a fault already.
+    a failed probe is reported (sends are reported by the sender).
     """
 
     GZIP_MIN_BYTES = 1024
@@ -178,7 +178,12 @@ class HttpTransport:
         return False
 
     def _probe_failed(self, kind: str, reason: str) -> None:
-        if self._faults is not None and self._faults.current is None:
+        # Counted when it is the fault in force (or there is none); a different fault a
+        # send reported is kept, since a send's answer says more than a probe's.
+        if self._faults is None:
+            return
+        current = self._faults.current
+        if current is None or (current.kind, current.reason) == (kind, reason):
             self._faults.report(kind, reason)
 
     def close(self) -> None:
