@@ -7,9 +7,10 @@ with different settings in one process.
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["DEFAULT_DATABASE_URL", "CloudSettings", "normalize_database_url"]
@@ -92,6 +93,18 @@ class CloudSettings(BaseSettings):
     sqlite_background_checkpoint: float = Field(0.5, ge=0)
     retry_after_seconds: int = Field(5, ge=0)
     migrate: bool = Field(True, description="Apply migrations at start-up (else only check).")
+    # Mutual TLS through a reverse proxy (deploy/nginx/edgebuf.conf): see cloud.auth.
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Addresses or networks (CIDR) of the reverse proxies whose"
+        " X-Client-Verify / X-Client-Subject headers are believed; from any other peer they"
+        " are ignored.",
+    )
+    cert_device_binding: bool = Field(
+        False,
+        description="A request whose client certificate a trusted proxy verified acts only"
+        " for the device named by the certificate's CN (403 otherwise), like a device key.",
+    )
 
     @field_validator("database_url", mode="after")
     @classmethod
@@ -102,6 +115,28 @@ class CloudSettings(BaseSettings):
     @classmethod
     def _parse_api_keys(cls, value: object) -> object:
         return _split_csv(value)
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _parse_trusted_proxies(cls, value: object) -> object:
+        value = _split_csv(value)
+        if isinstance(value, (list, tuple)):
+            for item in value:
+                try:
+                    ipaddress.ip_network(str(item), strict=False)
+                except ValueError:
+                    raise ValueError(
+                        f"trusted proxy must be an IP address or network, got {item!r}"
+                    ) from None
+        return value
+
+    @model_validator(mode="after")
+    def _binding_needs_proxies(self) -> CloudSettings:
+        if self.cert_device_binding and not self.trusted_proxies:
+            raise ValueError(
+                "cert_device_binding needs trusted_proxies (the proxy that verifies certificates)"
+            )
+        return self
 
     @field_validator("device_keys", mode="before")
     @classmethod

@@ -16,6 +16,7 @@ import contextlib
 import dataclasses
 import logging
 import random
+import ssl
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -23,13 +24,13 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from edgebuf.aio import AsyncSurface
 from edgebuf.clock import Clock, SystemClock
-from edgebuf.config import EdgeSettings, load_settings
+from edgebuf.config import EdgeSettings, load_settings, ssl_context
 from edgebuf.delivery.connectivity import ConnectivityMonitor
 from edgebuf.delivery.reconcile import Reconciler, WatermarkSource
 from edgebuf.delivery.recovery import BufferRecoveryManager
 from edgebuf.delivery.sender import Sender
 from edgebuf.delivery.shipper import ShippingLoop
-from edgebuf.delivery.state import DeliveryState
+from edgebuf.delivery.state import DeliveryState, FaultLog
 from edgebuf.delivery.transport import Transport
 from edgebuf.errors import BufferFullError, ClientClosedError, DiskFullError
 from edgebuf.records import NewRecord, prepare_record, prepare_records
@@ -47,7 +48,7 @@ log = logging.getLogger("edgebuf.client")
 ConnectivityCallback = Callable[[str, str], None]
 
 
-def _http_transport(s: EdgeSettings) -> Transport:
+def _http_transport(s: EdgeSettings, tls: ssl.SSLContext | None, faults: FaultLog) -> Transport:
     from edgebuf.delivery.http import HttpTransport  # httpx is loaded when first needed
 
     return HttpTransport(
@@ -56,6 +57,8 @@ def _http_transport(s: EdgeSettings) -> Transport:
         request_timeout=s.request_timeout,
         health_timeout=s.health_timeout,
         use_gzip=s.gzip,
+        tls=tls,
+        faults=faults,
     )
 
 
@@ -76,6 +79,9 @@ class EnhancedAsyncLoggingClient(AsyncSurface):
         device_id: str | None = None,
         *,
         api_key: str | None = None,
+        ca_bundle: str | Path | None = None,
+        client_cert: str | Path | None = None,
+        client_key: str | Path | None = None,
         batch_size: int | None = None,
         batch_timeout: float | None = None,
         backfill_batch_size: int | None = None,
@@ -102,36 +108,14 @@ class EnhancedAsyncLoggingClient(AsyncSurface):
         rng: random.Random | None = None,
         on_connectivity_change: ConnectivityCallback | None = None,
     ) -> None:
-        if settings is None:
-            settings = load_settings(
-                endpoint=endpoint,
-                db_path=db_path,
-                device_id=device_id,
-                api_key=api_key,
-                batch_size=batch_size,
-                batch_timeout=batch_timeout,
-                backfill_batch_size=backfill_batch_size,
-                drain_concurrency=drain_concurrency,
-                monitor_interval=monitor_interval,
-                health_timeout=health_timeout,
-                request_timeout=request_timeout,
-                max_retries=max_retries,
-                backoff_base=backoff_base,
-                backoff_cap=backoff_cap,
-                cleanup_after_days=cleanup_after_days,
-                capacity_bytes=capacity_bytes,
-                durability=durability,
-                overflow_policy=overflow_policy,
-                max_record_bytes=max_record_bytes,
-                gzip=gzip,
-                reserve_bytes=reserve_bytes,
-                auto_repair=auto_repair,
-                verify_on_start=verify_on_start,
-                reconcile_interval=reconcile_interval,
-            )
+        if settings is None:  # every keyword above that names a setting, as given
+            named = EdgeSettings.model_fields
+            settings = load_settings(**{k: v for k, v in locals().items() if k in named})
         self.settings = s = settings
+        tls = ssl_context(s)  # a bad certificate, key or CA file is a ConfigError now
         self.device_id = s.device_id
         self.clock: Clock = clock or SystemClock()
+        self.faults = FaultLog(self.clock)
         rng = rng or random.Random()
         with contextlib.ExitStack() as undo:  # a failure below closes what was opened
             self.store, self.repair_report = open_buffer(
@@ -144,7 +128,7 @@ class EnhancedAsyncLoggingClient(AsyncSurface):
             undo.callback(self.store.close)
             self.reserve = DiskReserve(s.db_path, s.reserve_bytes)
             self.reserve.ensure()
-            self.transport: Transport = transport or _http_transport(s)
+            self.transport: Transport = transport or _http_transport(s, tls, self.faults)
             undo.callback(self.transport.close)
             self.reconciler = (
                 Reconciler(self.store, self.transport, self.clock, interval=s.reconcile_interval)
@@ -159,7 +143,7 @@ class EnhancedAsyncLoggingClient(AsyncSurface):
                 require_confirmation=self.reconciler is not None,
             )
             self.disk_full = DiskFullProcedure(self.store, self.capacity, self.reserve)
-            self.sender = Sender(self.store, self.transport, self.clock)
+            self.sender = Sender(self.store, self.transport, self.clock, faults=self.faults)
             self.recovery = BufferRecoveryManager(
                 self.store,
                 self.sender,
@@ -383,6 +367,7 @@ class EnhancedAsyncLoggingClient(AsyncSurface):
                 if self.reconciler and self.reconciler.last
                 else None
             ),
+            fault=self.faults.current,
         )
 
     def get_buffer_status(self) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import socket
+import ssl
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -48,6 +49,15 @@ class EdgeSettings(BaseSettings):
         description="Identity of this edge device; defaults to the host name.",
     )
     api_key: str | None = Field(None, description="Bearer token for the cloud (EDGEBUF_API_KEY).")
+    ca_bundle: Path | None = Field(
+        None, description="PEM file of the CAs trusted for the cloud (EDGEBUF_CA_BUNDLE)."
+    )
+    client_cert: Path | None = Field(
+        None, description="PEM certificate of this device, for mutual TLS (EDGEBUF_CLIENT_CERT)."
+    )
+    client_key: Path | None = Field(
+        None, description="PEM private key of client_cert, unencrypted (EDGEBUF_CLIENT_KEY)."
+    )
     batch_size: int = Field(32, ge=1, le=10_000)
     batch_timeout: float = Field(10.0, gt=0)
     backfill_batch_size: int = Field(512, ge=1, le=10_000)
@@ -85,6 +95,60 @@ class EdgeSettings(BaseSettings):
                 f"device_id must be 1-128 characters of letters, digits and ._:@- , got {value!r}"
             )
         return value
+
+
+class _EncryptedKey(Exception):
+    pass
+
+
+def _no_passphrase() -> str:
+    # Without a callback OpenSSL would prompt on the terminal: a service would hang.
+    raise _EncryptedKey
+
+
+def ssl_context(s: EdgeSettings) -> ssl.SSLContext | None:
+    """The TLS context of the TLS settings, loaded now so that a bad file fails at start.
+
+    None when no TLS setting is given (httpx's defaults then apply). Raises ConfigError for
+    a missing or unreadable file, a bundle with no certificate, a key that is encrypted or
+    does not match the certificate, a key without a certificate, or TLS settings on an
+    ``http://`` endpoint (they would be silently unused).
+    """
+    if s.ca_bundle is None and s.client_cert is None and s.client_key is None:
+        return None
+    if not s.endpoint.startswith("https://"):
+        raise ConfigError(
+            f"ca_bundle/client_cert/client_key need an https:// endpoint, got {s.endpoint!r}"
+        )
+    if s.client_key is not None and s.client_cert is None:
+        raise ConfigError("client_key is set without client_cert")
+    for name in ("ca_bundle", "client_cert", "client_key"):
+        path = getattr(s, name)
+        if path is not None and not path.is_file():
+            raise ConfigError(f"{name}: no such file: {path}")
+    try:
+        if s.ca_bundle is not None:
+            ctx = ssl.create_default_context(cafile=str(s.ca_bundle))
+        else:
+            import certifi  # httpx's own default trust store (httpx depends on certifi)
+
+            ctx = ssl.create_default_context(cafile=certifi.where())
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"ca_bundle {s.ca_bundle}: not a readable PEM of CAs ({exc})") from None
+    if s.client_cert is not None:
+        key = str(s.client_key) if s.client_key is not None else None
+        try:
+            ctx.load_cert_chain(str(s.client_cert), key, password=_no_passphrase)
+        except _EncryptedKey:
+            raise ConfigError(
+                f"client_key {s.client_key or s.client_cert} is encrypted; give an unencrypted key"
+            ) from None
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                f"client_cert {s.client_cert} / client_key {s.client_key}: cannot load the"
+                f" certificate and its key ({exc})"
+            ) from None
+    return ctx
 
 
 def load_settings(**overrides: Any) -> EdgeSettings:

@@ -7,7 +7,7 @@ import datetime as dt
 import shutil
 from typing import Any
 
-from edgebuf.delivery.state import DeliveryState
+from edgebuf.delivery.state import TLS, DeliveryState, Fault
 from edgebuf.store import LocalBufferManager
 from edgebuf.store.schema import SEQ_PREFIX
 
@@ -27,7 +27,9 @@ def buffer_status(
     delivery: DeliveryState | None = None,
 ) -> dict[str, Any]:
     """Counts by status, oldest pending age, size and capacity, free disk, counters; with
-    ``delivery``: connectivity, last success / error, send rate and time to drain."""
+    ``delivery``: connectivity, last success / error, send rate, time to drain and the
+    delivery fault in force (``fault``: kind, reason, since; ``tls_error``: its reason when
+    it is a TLS failure)."""
     now = store.clock.time()
     counts = store.counts()
     meta = store.metadata()
@@ -65,6 +67,7 @@ def buffer_status(
             k[len(SEQ_PREFIX) :]: int(v) for k, v in meta.items() if k.startswith(SEQ_PREFIX)
         },
         "dropped_by_reason": store.dropped_by_reason(),
+        "pending_error": _pending_error(store),
     }
     if delivery is None:
         status["connectivity"] = {"state": "not running"}
@@ -89,5 +92,28 @@ def buffer_status(
         "last_reconciliation_at": iso(delivery.last_reconciliation_at),
         "last_reconciliation": delivery.last_reconciliation,
         "consecutive_failures": delivery.consecutive_failures,
+        "fault": _fault(delivery.fault),
+        "tls_error": delivery.fault.reason
+        if delivery.fault is not None and delivery.fault.kind == TLS
+        else None,
     }
     return status
+
+
+def _pending_error(store: LocalBufferManager) -> dict[str, Any] | None:
+    """The last delivery error kept on a pending row (what a status read from the file alone
+    can tell of a fault: ``edgebuf status`` beside a running client)."""
+    found = store.pending_error()
+    return None if found is None else {"error": found[0], "retries": int(found[1])}
+
+
+def _fault(fault: Fault | None) -> dict[str, Any] | None:
+    """The delivery fault in force (records stay pending meanwhile), or None."""
+    if fault is None:
+        return None
+    return {
+        "kind": fault.kind,
+        "reason": fault.reason,
+        "since": iso(fault.since),
+        "attempts": fault.attempts,
+    }

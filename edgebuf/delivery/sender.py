@@ -4,6 +4,9 @@ It builds the ``POST /log`` body, asks the transport, classifies the answer with
 ``policy.classify`` and settles every row in the store: acknowledged rows become
 ``sent``, rows of a retryable failure go back to ``pending``, and a rejected batch is
 bisected so that only the records the cloud refuses individually are dead-lettered.
+A record is dead-lettered only on positive evidence (``policy``'s table); a 2xx marks rows
+sent only when it is the cloud's acknowledgement of that very batch and all its records.
+Each failure is reported to the ``FaultLog`` (status, one log line per change).
 Nothing here sleeps or loops over time; the shipping loop owns pacing.
 """
 
@@ -15,7 +18,8 @@ import threading
 from dataclasses import dataclass, field
 
 from edgebuf.clock import Clock
-from edgebuf.delivery.policy import Verdict, classify
+from edgebuf.delivery.policy import Verdict, classify, fault_kind
+from edgebuf.delivery.state import NOT_ACK, FaultLog
 from edgebuf.delivery.transport import SendResult, Transport
 from edgebuf.store import Batch, BufferedRecord, LocalBufferManager
 
@@ -85,10 +89,18 @@ class DeliveryStats:
 class Sender:
     """Delivers claimed batches through a transport and settles their rows."""
 
-    def __init__(self, store: LocalBufferManager, transport: Transport, clock: Clock) -> None:
+    def __init__(
+        self,
+        store: LocalBufferManager,
+        transport: Transport,
+        clock: Clock,
+        *,
+        faults: FaultLog | None = None,
+    ) -> None:
         self.store = store
         self.transport = transport
         self.stats = DeliveryStats(clock)
+        self.faults = faults if faults is not None else FaultLog(clock)
 
     def send_batch(self, batch: Batch) -> SendOutcome:
         """Try to deliver every row of ``batch`` once; every row ends settled (never left
@@ -116,30 +128,64 @@ class Sender:
         by_device: dict[str, list[BufferedRecord]] = collections.defaultdict(list)
         for rec in batch.records:
             by_device[rec.device_id].append(rec)
-        work = [(dev, recs, claim) for dev, recs in by_device.items()]
+        work = [(dev, recs, claim, False) for dev, recs in by_device.items()]
         while work:
-            device, records, batch_id = work.pop()
+            device, records, batch_id, deferred = work.pop()
             result = self._post(build_body(device, batch_id, records))
             outcome.requests += 1
             verdict = classify(result)
+            if verdict is Verdict.ACK:
+                result = _check_ack(result, batch_id, len(records))
+                verdict = classify(result)
+            if verdict is Verdict.SPLIT and len(records) == 1 and result.refused is None:
+                # Too large alone, not in the cloud's words: dead-letter it only once the rest
+                # of this batch went through (the path works, this record is at fault). Try
+                # the rest first; with no such evidence it is a retryable fault.
+                if not outcome.sent and work and not deferred:
+                    work.insert(0, (device, records, f"{batch_id}-z", True))
+                    continue
+                if not outcome.sent:
+                    verdict = Verdict.RETRY
             ids = [r.id for r in records]
             if verdict is Verdict.ACK:
                 outcome.sent += self.store.mark_sent(ids, claim_id=claim)
                 self.stats.record_ack(len(ids))
+                self.faults.clear()
             elif verdict is Verdict.RETRY:
                 error = result.error or f"HTTP {result.status}"
                 self.stats.record_error(error)
-                rest = ids + [r.id for _, recs, _ in work for r in recs]
+                self.faults.report(fault_kind(result), error)
+                rest = ids + [r.id for _, recs, _, _ in work for r in recs]
                 outcome.released += self.store.release(rest, error, claim_id=claim)
                 outcome.retry = result
                 return outcome
             elif len(records) > 1:  # SPLIT or REJECT: bisect
                 mid = len(records) // 2
-                work.append((device, records[mid:], f"{batch_id}-b"))
-                work.append((device, records[:mid], f"{batch_id}-a"))
+                work.append((device, records[mid:], f"{batch_id}-b", False))
+                work.append((device, records[:mid], f"{batch_id}-a", False))
             else:
                 error = result.error or f"HTTP {result.status}"
                 log.error("record %s dead-lettered: %s", records[0].record_id, error)
                 self.stats.record_error(error)
                 outcome.failed += self.store.mark_failed(ids, error, claim_id=claim)
         return outcome
+
+
+def _check_ack(result: SendResult, batch_id: str, n: int) -> SendResult:
+    """The acknowledgement itself, or a not-acknowledged result when it names another batch
+    or counts other than the ``n`` records sent (nothing then proves them stored)."""
+    assert result.accepted is not None and result.duplicates is not None
+    problem = None
+    if result.batch_id is not None and result.batch_id != batch_id:
+        problem = f"acknowledges batch {result.batch_id!r}, not {batch_id!r}"
+    elif result.accepted + result.duplicates != n:
+        problem = (
+            f"acknowledges {result.accepted} accepted + {result.duplicates} duplicates"
+            f" for a batch of {n}"
+        )
+    if problem is None:
+        return result
+    return SendResult(
+        result.status, error=f"HTTP {result.status} not a valid acknowledgement: {problem}",
+        fault=NOT_ACK,
+    )

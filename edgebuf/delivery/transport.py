@@ -12,16 +12,30 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
+# ``SendResult.refused``: what the cloud's own error body says it refused. Only a body that
+# the cloud identifies as its own (``"service": "edgebuf-cloud"``) sets it.
+REFUSED_RECORD = "record"  # the records' content (schema, JSON): bisect and dead-letter
+REFUSED_BATCH = "batch"  # the batch's size: split it
+
 
 @dataclass(frozen=True, slots=True)
 class SendResult:
-    """What one ``POST /log`` attempt came to. ``status`` is None for network errors."""
+    """What one ``POST /log`` attempt came to. ``status`` is None for network errors.
+
+    A 2xx is the cloud's acknowledgement only with ``accepted`` and ``duplicates`` set (and
+    ``batch_id`` naming the batch sent, when the transport reads it); any other 2xx (a
+    captive portal's page) is a retryable fault. ``refused`` is set only from the cloud's
+    own error body; ``fault`` names a transport fault kind (``edgebuf.delivery.state``).
+    """
 
     status: int | None
     retry_after: float | None = None
     error: str | None = None
     accepted: int | None = None
     duplicates: int | None = None
+    batch_id: str | None = None
+    refused: str | None = None
+    fault: str | None = None
 
 
 class Transport(Protocol):
@@ -31,7 +45,7 @@ class Transport(Protocol):
         """POST one JSON batch body to the cloud's ``/log``."""
 
     def probe(self) -> bool:
-        """``HEAD /health``: True when the cloud answers 2xx."""
+        """Probe ``/health``: True when the cloud answers 2xx."""
 
     def close(self) -> None:
         """Release connections."""

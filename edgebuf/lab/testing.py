@@ -32,12 +32,18 @@ FAST_SETTINGS: dict[str, float] = {
 @dataclass(frozen=True)
 class Reply:
     """One scripted answer: an HTTP status (None = network error), optional Retry-After,
-    and ``commit=True`` to store the batch before failing (a lost acknowledgement)."""
+    and ``commit=True`` to store the batch before failing (a lost acknowledgement).
+
+    ``refused`` makes an error the cloud's own (its body's ``refused``: "record", "batch",
+    ...); without it a scripted 4xx is a proxy's answer. ``ack=False`` makes a 2xx that is
+    not the cloud's acknowledgement (a captive portal's page): nothing is stored."""
 
     status: int | None
     retry_after: float | None = None
     commit: bool = False
     reject_record_ids: frozenset[str] = frozenset()
+    refused: str | None = None
+    ack: bool = True
 
 
 class ScriptedCloud:
@@ -79,17 +85,21 @@ class ScriptedCloud:
             reply = self.replies.popleft() if self.replies else Reply(200)
             ids = {r["record_id"] for r in parsed["records"]}
             if reply.status == 200 and self.max_records and len(ids) > self.max_records:
-                reply = Reply(413)
+                reply = Reply(413, refused="batch")
             if reply.status == 200 and ids & (self.poison | reply.reject_record_ids):
-                reply = Reply(422)
+                reply = Reply(422, refused="record")
             self.statuses.append(reply.status)
-            if reply.status is not None and 200 <= reply.status < 300:
+            if reply.status is not None and 200 <= reply.status < 300 and reply.ack:
                 accepted, dup = self._store(parsed)
-                return SendResult(reply.status, accepted=accepted, duplicates=dup)
+                return SendResult(
+                    reply.status, batch_id=parsed["batch_id"], accepted=accepted, duplicates=dup
+                )
             if reply.commit:
                 self._store(parsed)
             error = "network error: scripted" if reply.status is None else f"HTTP {reply.status}"
-            return SendResult(reply.status, retry_after=reply.retry_after, error=error)
+            return SendResult(
+                reply.status, retry_after=reply.retry_after, error=error, refused=reply.refused
+            )
 
     def probe(self) -> bool:
         self.probes += 1

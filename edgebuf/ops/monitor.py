@@ -95,8 +95,19 @@ class BufferMonitor:
                 f"{', recovering' if dl['recovering'] else ''}"
             )
             lines.append(f"  last success  {dl['last_success_at'] or 'never'}")
+            if dl.get("fault"):
+                f = dl["fault"]
+                lines.append(
+                    f"  FAULT         {f['kind']} since {f['since']} ({f['attempts']} attempts,"
+                    f" records kept pending): {f['reason']}"
+                )
             if dl["last_error"]:
                 lines.append(f"  last error    {dl['last_error_at']}  {dl['last_error']}")
+        held = s.get("pending_error")
+        if held and not (dl and dl.get("fault")):
+            lines.append(
+                f"  held by     {held['error']} (a pending record retried {held['retries']}x)"
+            )
         k = s["counters"]
         lines.append(
             f"  totals      buffered {k.get('total_buffered', 0):,}  sent {k.get('total_sent', 0):,}"

@@ -38,6 +38,19 @@ class Maintenance(Counters):
             ).fetchone()
         return None if row is None else (float(row[0]), float(row[1]))
 
+    def pending_error(self, scan: int = 10_000) -> tuple[str, int] | None:
+        """(last_error, retry_count) of the newest pending row that was tried and failed,
+        among the newest ``scan`` pending rows; None if none. Why records wait, read from
+        the file alone (``edgebuf status`` while the client runs in another process)."""
+        with self._lock, self._storage_errors("read the last delivery error"):
+            row = self._conn.execute(
+                "SELECT last_error, retry_count FROM (SELECT last_error, retry_count"
+                " FROM prediction_buffer WHERE status='pending' ORDER BY id DESC LIMIT ?)"
+                " WHERE last_error IS NOT NULL LIMIT 1",
+                (scan,),
+            ).fetchone()
+        return None if row is None else (str(row[0]), int(row[1]))
+
     def size_info(self) -> dict[str, int]:
         """File size and live (non-free) bytes of the main database file, and the WAL size."""
         with self._lock, self._storage_errors("read the database size"):

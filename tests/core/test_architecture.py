@@ -180,3 +180,14 @@ def test_lab_api_is_pinned():
     ])  # fmt: skip
     for name in edgebuf.lab.__all__:
         assert getattr(edgebuf.lab, name) is not None
+
+
+def test_the_constructor_names_every_setting():
+    import inspect
+
+    from edgebuf import EdgeSettings, EnhancedAsyncLoggingClient
+
+    params = inspect.signature(EnhancedAsyncLoggingClient).parameters
+    missing = sorted(set(EdgeSettings.model_fields) - set(params))
+    assert not missing, f"settings without a typed keyword argument: {missing}"
+    assert all(params[n].annotation != inspect.Parameter.empty for n in EdgeSettings.model_fields)

@@ -9,34 +9,48 @@ import pytest
 from edgebuf.delivery.policy import RETRY_AFTER_CAP, Verdict, backoff_delay, classify
 from edgebuf.delivery.transport import SendResult, parse_retry_after
 
+ACK = {"accepted": 1, "duplicates": 0}  # the cloud's acknowledgement
+
 
 @pytest.mark.parametrize(
-    "status,verdict",
+    "result,verdict",
     [
-        (200, Verdict.ACK),
-        (201, Verdict.ACK),
-        (204, Verdict.ACK),
-        (None, Verdict.RETRY),
-        (408, Verdict.RETRY),
-        (429, Verdict.RETRY),
-        (500, Verdict.RETRY),
-        (502, Verdict.RETRY),
-        (503, Verdict.RETRY),
-        (504, Verdict.RETRY),
-        (401, Verdict.RETRY),
-        (403, Verdict.RETRY),
-        (404, Verdict.RETRY),
-        (405, Verdict.RETRY),
-        (413, Verdict.SPLIT),
-        (400, Verdict.REJECT),
-        (409, Verdict.REJECT),
-        (415, Verdict.REJECT),
-        (422, Verdict.REJECT),
-        (302, Verdict.RETRY),
+        (SendResult(200, **ACK), Verdict.ACK),
+        (SendResult(201, **ACK), Verdict.ACK),
+        (SendResult(204, **ACK), Verdict.ACK),
+        # a 2xx without the cloud's acknowledgement (captive portal) proves nothing stored
+        (SendResult(200), Verdict.RETRY),
+        (SendResult(204), Verdict.RETRY),
+        (SendResult(None), Verdict.RETRY),
+        (SendResult(408), Verdict.RETRY),
+        (SendResult(429), Verdict.RETRY),
+        (SendResult(500), Verdict.RETRY),
+        (SendResult(502), Verdict.RETRY),
+        (SendResult(503, refused="request"), Verdict.RETRY),
+        (SendResult(504), Verdict.RETRY),
+        (SendResult(401, refused="auth"), Verdict.RETRY),
+        (SendResult(403, refused="auth"), Verdict.RETRY),
+        (SendResult(403), Verdict.RETRY),
+        (SendResult(404), Verdict.RETRY),
+        (SendResult(405), Verdict.RETRY),
+        (SendResult(413), Verdict.SPLIT),
+        (SendResult(413, refused="batch"), Verdict.SPLIT),
+        # the cloud's own body refusing the records: bisect, dead-letter the poison
+        (SendResult(400, refused="record"), Verdict.REJECT),
+        (SendResult(409, refused="record"), Verdict.REJECT),
+        (SendResult(422, refused="record"), Verdict.REJECT),
+        # the cloud refusing the request itself (bad gzip, Content-Type): not the records
+        (SendResult(400, refused="request"), Verdict.RETRY),
+        (SendResult(415, refused="request"), Verdict.RETRY),
+        # a 4xx that is not the cloud's (nginx's client-certificate 400, a WAF): retry
+        (SendResult(400), Verdict.RETRY),
+        (SendResult(409), Verdict.RETRY),
+        (SendResult(422), Verdict.RETRY),
+        (SendResult(302), Verdict.RETRY),
     ],
 )
-def test_classification_table(status, verdict):
-    assert classify(SendResult(status)) is verdict
+def test_classification_table(result, verdict):
+    assert classify(result) is verdict
 
 
 def test_backoff_is_full_jitter_under_doubling_ceilings():
