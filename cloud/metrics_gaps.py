@@ -1,24 +1,24 @@
-"""A cheap gauge of sequence gaps per device, for the "gap count rising" alert.
+"""A cheap gauge of sequence gaps per device, for the EdgebufCloudSeqGapsPersist alert.
 
 `edgebuf_cloud_seq_missing{device_id}` counts the seqs missing among each device's newest
-`window` seq numbers. The cloud's gap state proper is being rebuilt elsewhere; until then
-this reads the store, bounded so that its cost does not grow with the table:
+`window` (1,000) seq numbers. The cloud's gap state proper is being rebuilt elsewhere;
+until then this reads the store, bounded so that its cost does not grow with the table:
 
-* devices: the first `max_devices` device ids, found by a loose index scan (one index seek
-  per device, never a scan of the table);
+* devices: the first `max_devices` (100) device ids, found by a loose index scan (one
+  index seek per device, never a scan of the table);
 * per device: `(hi - lo + 1) - count(DISTINCT seq)` over `[lo, hi]`, with `hi = max(seq)`
   and `lo = max(min(seq), hi - window + 1)`: two index seeks and an index range scan of
   about `window` entries on the `(device_id, seq)` index.
 
-The scan runs in a background thread, at most once per `ttl` seconds and only when
+The scan runs in a background thread, at most once per `ttl` (60) seconds and only when
 `/metrics` is scraped; a scrape returns the last result, so the event loop never waits on
 the database. `edgebuf_cloud_seq_scan_seconds` shows what the last scan cost.
 
-A gap older than the window slides out of it (the edge accounts for its own losses in
-`edgebuf_records_evicted_total`); what the alert watches is gaps that keep opening among
-recent records. After an outage the edge's live lane ships the newest records first, so
-the gauge steps up once and then falls while the backlog drains: the alert asks for a rise
-that lasts longer than such a step.
+What the gauge shows: a steady loss of records keeps it above zero; an edge that
+reconnects after an outage opens one hole (its live lane ships the newest records first)
+that closes as the backlog drains and slides out of the window once `window` live records
+have arrived. Old gaps leave the window (the edge accounts for its own losses in
+`edgebuf_records_evicted_total`); `GET /devices/{id}/gaps` lists all of them.
 """
 
 from __future__ import annotations
@@ -60,8 +60,8 @@ _DISTINCT = text(
 class SeqGapCollector:
     """A prometheus_client collector; `scan()` is the whole computation (tests call it)."""
 
-    def __init__(self, db: Database, *, window: int = 10_000, max_devices: int = 100,
-                 ttl: float = 30.0) -> None:
+    def __init__(self, db: Database, *, window: int = 1000, max_devices: int = 100,
+                 ttl: float = 60.0) -> None:
         self.db = db
         self.window, self.max_devices, self.ttl = window, max_devices, ttl
         self._lock = threading.Lock()

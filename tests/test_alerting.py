@@ -170,7 +170,7 @@ def test_every_rule_is_an_alert_with_severity_summary_description_and_a_sane_for
                 "EdgebufCloudUnreachable", "EdgebufRecordsDeadLettered",
                 "EdgebufRecordsEvicted", "EdgebufDiskHeadroomLow", "EdgebufBufferNearCapacity",
                 "EdgebufCloudErrorRate", "EdgebufCloudIngestLatencyHigh",
-                "EdgebufCloudDatabaseUnavailable", "EdgebufCloudSeqGapsRising"}
+                "EdgebufCloudDatabaseUnavailable", "EdgebufCloudSeqGapsPersist"}
     assert required <= {r.get("alert") for r in found}
     for rule in found:
         assert "alert" in rule, rule

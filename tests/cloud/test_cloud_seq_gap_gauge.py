@@ -1,5 +1,5 @@
 """`edgebuf_cloud_seq_missing{device_id}` (cloud/metrics_gaps.py), the gauge behind the
-EdgebufCloudSeqGapsRising alert: exact within its window, bounded in devices, computed off
+EdgebufCloudSeqGapsPersist alert: exact within its window, bounded in devices, computed off
 the event loop, and a failed scan clears it instead of showing stale figures."""
 
 from __future__ import annotations
