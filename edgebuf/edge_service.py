@@ -8,7 +8,9 @@ prediction to the buffered client; uvicorn serves a small FastAPI app from a sec
     GET /status   the buffer monitor's full status, plus an ``edge`` section: frames,
                   inference and logging time (ms: mean, p50, p95), source, model
     GET /metrics  Prometheus text: frames, errors, inference / logging seconds, detections
-                  per class, buffer records by status, oldest pending age, connectivity
+                  per class, buffer records by status, oldest pending age, connectivity;
+                  record counters (sent, dead-lettered, evicted, refused), backlog,
+                  capacity use and disk free, which deploy/prometheus/'s rules read
 
 SIGTERM (or SIGINT) stops inference after the current frame, marks the service not ready,
 flushes for at most ``flush_timeout`` seconds, closes the client and then the HTTP server.
