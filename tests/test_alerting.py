@@ -31,8 +31,14 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+from support import DET, drive
 
 from cloud.testing import CloudServer, free_port
+from edgebuf.edge_service import EdgeService, create_edge_app
+from edgebuf.errors import BufferFullError
+from edgebuf.vision.detector import FakeDetector
 
 ROOT = Path(__file__).resolve().parents[1]
 PROM_DIR = ROOT / "deploy" / "prometheus"
@@ -161,6 +167,50 @@ def test_exported_series_names_follow_the_exposition_format():
     )
     assert exported_series_names(text) == {"a_total", "h_bucket", "h_count", "h_sum", "s",
                                            "s_count", "s_sum", "g"}
+
+
+# --------------------------------------------------------------------- the edge's figures
+@pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
+def test_edge_metrics_count_what_the_buffer_counts(make_client, clock, cloud, tmp_path):
+    """Sent, dead-lettered, evicted and refused records on /metrics equal the buffer's own
+    counts (SQLite is the source of truth; the scrape only reads it)."""
+    def scrape(client: Any) -> dict[str, float]:
+        text = TestClient(create_edge_app(EdgeService(client, FakeDetector, "synthetic"))
+                          ).get("/metrics").text
+        return {s.name: s.value for f in text_string_to_metric_families(text)
+                for s in f.samples if not s.labels}
+
+    client = make_client(capacity_bytes=64 * 1024)
+    ids = [client.log_prediction(DET, image_id=f"a{i}") for i in range(3)]
+    cloud.poison = {ids[1]}  # the cloud refuses this one record (422): dead-lettered
+    drive(client, clock)
+    for i in range(600):  # more than 64 KiB holds: the oldest pending records are evicted
+        client.log_prediction({"detections": []}, image_id=f"b{i}")
+    got, meta, counts = scrape(client), client.store.metadata(), client.store.counts()
+    conn = client.store.read_connection()
+    try:
+        dropped = conn.execute(
+            "SELECT count(*) FROM dropped_records WHERE reason = 'capacity'").fetchone()[0]
+    finally:
+        conn.close()
+    assert got["edgebuf_records_buffered_total"] == meta["total_buffered"] == 603
+    assert got["edgebuf_records_sent_total"] == meta["total_sent"] == 2  # rows since trimmed
+    assert got["edgebuf_records_dead_lettered_total"] == counts["failed"] == 1
+    assert got["edgebuf_records_evicted_total"] == meta["evicted_capacity"] == dropped > 0
+    assert got["edgebuf_buffer_backlog"] == counts["pending"] + counts["sending"] == 600 - dropped
+    assert got["edgebuf_buffer_live_bytes"] == meta["live_bytes"]
+    assert got["edgebuf_buffer_capacity_bytes"] == 64 * 1024
+    assert 0.9 < got["edgebuf_buffer_capacity_used_ratio"] <= 1.0
+    assert 0 < got["edgebuf_disk_free_bytes"] <= got["edgebuf_disk_total_bytes"]
+    assert got["edgebuf_last_success_timestamp_seconds"] > 0
+    assert got["edgebuf_log_rejected_total"] == 0
+
+    full = make_client(db_path=tmp_path / "reject.db", capacity_bytes=64 * 1024,
+                       overflow_policy="reject")
+    with pytest.raises(BufferFullError):
+        while True:
+            full.log_prediction(DET)
+    assert scrape(full)["edgebuf_log_rejected_total"] == full.store.metadata()["rejected_full"] == 1
 
 
 # --------------------------------------------------------------------- the rule files
