@@ -31,7 +31,6 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from support import DET, drive
 
@@ -174,6 +173,8 @@ def test_exported_series_names_follow_the_exposition_format():
 def test_edge_metrics_count_what_the_buffer_counts(make_client, clock, cloud, tmp_path):
     """Sent, dead-lettered, evicted and refused records on /metrics equal the buffer's own
     counts (SQLite is the source of truth; the scrape only reads it)."""
+    from fastapi.testclient import TestClient  # here: importing it warns (httpx deprecation)
+
     def scrape(client: Any) -> dict[str, float]:
         text = TestClient(create_edge_app(EdgeService(client, FakeDetector, "synthetic"))
                           ).get("/metrics").text
