@@ -14,6 +14,7 @@ from cloud.auth import Authenticator
 from cloud.db import Database
 from cloud.ingest import BatchStore
 from cloud.metrics import CloudMetrics
+from cloud.metrics_gaps import watch_seq_gaps
 from cloud.models import LogBatch, batch_model
 from cloud.settings import CloudSettings
 
@@ -35,12 +36,14 @@ class CloudState:
     def build(cls, settings: CloudSettings) -> CloudState:
         """Create everything an app needs (the engine connects lazily, on first use)."""
         db = Database(settings)
+        metrics = CloudMetrics()
+        watch_seq_gaps(metrics, db)  # issue 15: the gap gauge the alerting rules read
         return cls(
             settings=settings,
             db=db,
             store=BatchStore(db),
             auth=Authenticator(settings),
-            metrics=CloudMetrics(),
+            metrics=metrics,
             batch_model=batch_model(settings.max_batch_records),
         )
 

@@ -8,7 +8,9 @@ prediction to the buffered client; uvicorn serves a small FastAPI app from a sec
     GET /status   the buffer monitor's full status, plus an ``edge`` section: frames,
                   inference and logging time (ms: mean, p50, p95), source, model
     GET /metrics  Prometheus text: frames, errors, inference / logging seconds, detections
-                  per class, buffer records by status, oldest pending age, connectivity
+                  per class, buffer records by status, oldest pending age, connectivity;
+                  record counters (sent, dead-lettered, evicted, refused), backlog,
+                  capacity use and disk free, which deploy/prometheus/'s rules read
 
 SIGTERM (or SIGINT) stops inference after the current frame, marks the service not ready,
 flushes for at most ``flush_timeout`` seconds, closes the client and then the HTTP server.
@@ -101,7 +103,9 @@ class EdgeService:
                               registry=r)
         self.m_model = Gauge("edge_model_info", "The loaded model.", ["model", "version"],
                              registry=r)
-        r.register(_BufferCollector(self))
+        from edgebuf.service.metrics import BufferCollector
+
+        r.register(BufferCollector(self))
 
     # ------------------------------------------------------------------ state
     def buffer_writable(self) -> bool:
@@ -240,35 +244,6 @@ class EdgeService:
         log.info("closed: delivered=%s, %d pending stay on disk for the next start",
                  delivered, counts["pending"] + counts["sending"])
         return delivered
-
-
-class _BufferCollector:
-    """Buffer figures read from SQLite at scrape time (the store is the source of truth)."""
-
-    def __init__(self, service: EdgeService) -> None:
-        self.service = service
-
-    def collect(self):  # type: ignore[no-untyped-def]
-        from prometheus_client.core import GaugeMetricFamily
-
-        svc = self.service
-        ok, _ = svc.ready()
-        yield GaugeMetricFamily("edge_ready", "1 when the model is loaded and the buffer "
-                                "writable.", value=1 if ok else 0)
-        store = svc.client.store
-        if store.closed:
-            return
-        records = GaugeMetricFamily("edgebuf_buffer_records", "Records in the buffer by status.",
-                                    labels=["status"])
-        for status, n in store.counts().items():
-            records.add_metric([status], n)
-        yield records
-        oldest = store.oldest_pending()
-        age = svc.client.clock.time() - oldest[1] if oldest else 0.0
-        yield GaugeMetricFamily("edgebuf_buffer_oldest_pending_age_seconds",
-                                "Age of the oldest undelivered record.", value=age)
-        yield GaugeMetricFamily("edgebuf_cloud_up", "1 while the cloud answers its probe.",
-                                value=0 if svc.client.connectivity.is_down else 1)
 
 
 def create_edge_app(service: EdgeService) -> Any:
