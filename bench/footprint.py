@@ -65,10 +65,18 @@ IDLE_PROGRAMS = {
 
 
 # ---------------------------------------------------------------------- import time
+def child_env(**extra: str) -> dict[str, str]:
+    """Our environment for a measured child, but writing bytecode: with PYTHONDONTWRITEBYTECODE
+    set (as on some dev boxes) every import of a source tree would compile it again, which an
+    installed package never does (pip writes the .pyc files)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    return env | extra
+
+
 def _wall(code: str, python: str = sys.executable, env: Mapping[str, str] | None = None,
           cwd: Path | None = None) -> float:
     t0 = time.perf_counter()
-    subprocess.run([python, "-c", code], check=True, env=None if env is None else dict(env),
+    subprocess.run([python, "-c", code], check=True, env=child_env() if env is None else dict(env),
                    cwd=cwd)
     return time.perf_counter() - t0
 
@@ -91,8 +99,8 @@ def import_breakdown(top: int | None = 6, python: str = sys.executable,
                      cwd: Path | None = None) -> list[tuple[str, float]]:
     """Self time of ``import edgebuf`` summed by top-level package, largest first (ms)."""
     done = subprocess.run([python, "-X", "importtime", "-c", "import edgebuf"], check=True,
-                          capture_output=True, text=True, env=None if env is None else dict(env),
-                          cwd=cwd)
+                          capture_output=True, text=True,
+                          env=child_env() if env is None else dict(env), cwd=cwd)
     by_package: dict[str, float] = defaultdict(float)
     for line in done.stderr.splitlines():
         m = re.match(r"import time:\s+(\d+) \|\s+\d+ \|\s+(\S+)", line)
@@ -127,7 +135,7 @@ class CoreSetup:
     # sys.path, ahead of PYTHONPATH, so running it elsewhere could import another edgebuf.
     def env(self, tree: Path | None) -> dict[str, str]:
         """Our environment without anything that reaches the shared venv, ``tree`` first."""
-        env = {k: v for k, v in os.environ.items()
+        env = {k: v for k, v in child_env().items()
                if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP")}
         if tree is not None:
             env["PYTHONPATH"] = str(tree)
@@ -138,18 +146,26 @@ def ensure_core_venv(venv: Path) -> str:
     """The interpreter of a virtualenv holding a core-only install (no extras) of this
     repository, built first if missing. Delete the folder to rebuild it after a change of
     dependencies (the code measured always comes from the trees on PYTHONPATH)."""
-    python = venv / "bin" / "python"
-    if not python.exists():
+    python, built = venv / "bin" / "python", venv / ".edgebuf-core-install"
+    if not built.exists():  # absent also when an earlier build was interrupted
         bl.note(f"[footprint] building a core-only virtualenv in {venv} (pip install, no extras)")
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        if not python.exists():
+            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
         subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
                         str(bl.REPO)], check=True)
+        built.write_text(f"pip install {bl.REPO} (no extras)\n")
     return str(python)
 
 
+class GitError(RuntimeError):
+    pass
+
+
 def _git(*args: str) -> str:
-    return subprocess.run(["git", "-C", str(bl.REPO), *args], check=True, capture_output=True,
-                          text=True).stdout.strip()
+    done = subprocess.run(["git", "-C", str(bl.REPO), *args], capture_output=True, text=True)
+    if done.returncode:
+        raise GitError(f"git {' '.join(args)}: {done.stderr.strip()}")
+    return done.stdout.strip()
 
 
 def tree_label(ref: str | None) -> str:
@@ -172,9 +188,9 @@ def detached_worktree(ref: str) -> Iterator[Path]:
         try:
             if path.exists():
                 _git("worktree", "remove", "--force", str(path))
-        except subprocess.CalledProcessError:  # drop the folder, then git's record of it
+        except GitError:  # drop the folder, then git's record of it
             shutil.rmtree(path, ignore_errors=True)
-            with contextlib.suppress(subprocess.CalledProcessError):
+            with contextlib.suppress(GitError):
                 _git("worktree", "prune")
         shutil.rmtree(parent, ignore_errors=True)
 
@@ -240,7 +256,7 @@ class IdleSpec:
 
 def launch_idle(spec: IdleSpec) -> subprocess.Popen:
     return subprocess.Popen(spec.argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                            text=True, env=None if spec.env is None else dict(spec.env),
+                            text=True, env=child_env() if spec.env is None else dict(spec.env),
                             cwd=spec.cwd)
 
 
