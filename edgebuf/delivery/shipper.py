@@ -222,16 +222,21 @@ class ShippingLoop:
             self._thread = threading.Thread(target=self._run, name="edgebuf-sender", daemon=True)
             self._thread.start()
 
+    def step(self) -> float | None:
+        """One pass as the thread runs it: an unexpected error is logged and survived (the
+        loop retries in a second). Simulations drive this on a virtual clock."""
+        try:
+            return self.run_once()
+        except Exception:
+            # Never reset rows here: a batch may still be in flight on a drain thread.
+            # Every batch settles its own rows (Sender.send_batch, release_claim).
+            log.exception("shipping loop error; retrying in 1 s")
+            return 1.0
+
     def _run(self) -> None:
         while not self._stop.is_set():
             self._wake.clear()
-            try:
-                delay = self.run_once()
-            except Exception:
-                # Never reset rows here: a batch may still be in flight on a drain thread.
-                # Every batch settles its own rows (Sender.send_batch, release_claim).
-                log.exception("shipping loop error; retrying in 1 s")
-                delay = 1.0
+            delay = self.step()
             if delay is None or delay > 0:
                 self._wake.wait(IDLE_WAKE if delay is None else min(delay, IDLE_WAKE))
 
