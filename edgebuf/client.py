@@ -37,6 +37,7 @@ from edgebuf.recovery import BufferRecoveryManager
 from edgebuf.sender import Sender
 from edgebuf.shipper import ShippingLoop
 from edgebuf.store import LocalBufferManager
+from edgebuf.syncer import WalSyncer
 from edgebuf.transport import HttpTransport, Transport
 
 log = logging.getLogger("edgebuf.client")
@@ -64,6 +65,7 @@ class EnhancedAsyncLoggingClient:
         request_timeout: float | None = None,
         max_retries: int | None = None,
         cleanup_after_days: float | None = None,
+        sync_interval: float | None = None,
         settings: EdgeSettings | None = None,
         transport: Transport | None = None,
         clock: Clock | None = None,
@@ -83,6 +85,7 @@ class EnhancedAsyncLoggingClient:
                 request_timeout=request_timeout,
                 max_retries=max_retries,
                 cleanup_after_days=cleanup_after_days,
+                sync_interval=sync_interval,
                 **more,
             )
         self.settings = s = settings
@@ -132,6 +135,9 @@ class EnhancedAsyncLoggingClient:
             backoff_base=s.backoff_base,
             backoff_cap=s.backoff_cap,
             rng=rng,
+            syncer=WalSyncer(s.db_path, self.clock, s.sync_interval)
+            if s.durability == "normal"
+            else None,
         )
         self.recovery.on_start = self.shipper.wake
         self.connectivity.add_callback(self._on_connectivity)

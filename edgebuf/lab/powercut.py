@@ -506,7 +506,7 @@ def serve(mountpoint: str, metadata: Metadata = "inode") -> int:
             out.flush()
 
     def unmount() -> str | None:
-        for attempt in range(50):
+        for _attempt in range(50):
             done = subprocess.run(
                 [fusermount() or "fusermount3", "-u", mountpoint], capture_output=True, text=True
             )

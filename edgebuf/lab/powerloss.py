@@ -1,0 +1,371 @@
+"""Power-loss trials on the power-cut filesystem (``edgebuf.lab.powercut``): real processes,
+real SQLite files, the process SIGKILLed at the instant of the cut, then the durable state
+reopened and counted against what was acknowledged.
+
+- ``edge_trial``: ``python -m edgebuf.producer`` logs onto a buffer on the power-cut mount
+  (``log_prediction`` returned = the record id it printed = acknowledged); the cloud is down,
+  or up (then a record counts as kept when it is on the edge after the cut or in the cloud).
+- ``cloud_trial``: the cloud (``python -m cloud``) with its SQLite database on the mount, an
+  edge shipping to it over HTTP from an ordinary disk; the cut kills the cloud; every record
+  the edge had marked ``sent`` (the cloud answered 200) must be in the cloud's database.
+- ``cleanup_trial``: ``edgebuf cleanup`` (deletes + VACUUM) on the mount, cut mid-run; the file
+  must open, pass ``integrity_check`` and hold every row that was durable before.
+
+``power_loss_rows`` runs them as rows of ``edgebuf reliability``. A new row (e.g. a cut during
+``edgebuf repair``) is one more ``*_trial`` function: make the durable state, start the work
+as a subprocess on ``fs.path``, ``fs.cut(proc)`` at a random moment, count, and append a row.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgebuf.lab.powercut import PowerCutFS
+from edgebuf.producer import command as producer_command
+
+CAMERA_FPS = 50.0
+
+
+@dataclass
+class Trial:
+    """One power cut: what was acknowledged and what of it survived."""
+
+    acked: int
+    lost: int
+    rate: float = 0.0  # acknowledged records per second before the cut
+    extra: int = 0  # scenario-specific (e.g. rows the edge had marked sent)
+
+
+@dataclass
+class PowerLossRow:
+    """Aggregated trials of one scenario (the shape of a reliability row)."""
+
+    scenario: str
+    trials: int
+    records: int
+    lost: int
+    bound: int  # lost records allowed in total (0 for the zero-loss scenarios)
+    max_lost_per_trial: int
+    notes: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.lost <= self.bound
+
+
+class _Reader:
+    """Collect the 32-hex record ids a producer prints, in a thread."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.ids: list[str] = []
+        self.first_at: float | None = None
+        self._proc = proc
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        assert self._proc.stdout is not None
+        for line in self._proc.stdout:
+            if len(line) == 33:
+                if self.first_at is None:
+                    self.first_at = time.monotonic()
+                self.ids.append(line[:32])
+
+    def join(self) -> None:
+        self._thread.join(10)
+
+
+def _env(durability: str, sync_interval: float | None) -> dict[str, str]:
+    env = dict(os.environ)
+    env["EDGEBUF_DURABILITY"] = durability
+    env.pop("EDGEBUF_SYNC_INTERVAL", None)
+    if sync_interval is not None:
+        env["EDGEBUF_SYNC_INTERVAL"] = repr(sync_interval)
+    return env
+
+
+def _edge_rows(db: Path) -> set[str]:
+    if not db.exists():
+        return set()
+    conn = sqlite3.connect(db)
+    try:
+        check = conn.execute("PRAGMA integrity_check").fetchone()[0]
+        if check != "ok":
+            raise AssertionError(f"{db} failed integrity_check after the cut: {check}")
+        tables = conn.execute(
+            "SELECT count(*) FROM sqlite_master WHERE name = 'prediction_buffer'"
+        ).fetchone()[0]
+        if not tables:
+            return set()
+        return {r for (r,) in conn.execute("SELECT record_id FROM prediction_buffer")}
+    finally:
+        conn.close()
+
+
+def _dead_endpoint() -> str:
+    from cloud.testing import free_port
+
+    return f"http://127.0.0.1:{free_port()}"
+
+
+def edge_trial(
+    fs: PowerCutFS,
+    *,
+    durability: str = "normal",
+    sync_interval: float | None = None,
+    fps: float = CAMERA_FPS,
+    seconds: float = 3.0,
+    endpoint: str | None = None,
+    device: str = "cam-power",
+    name: str = "buffer",
+    seed: int = 0,
+) -> Trial:
+    """One producer on a fresh buffer on ``fs``, cut after ``seconds``. Cloud down unless
+    ``endpoint`` is given (then records found in the cloud count as kept too)."""
+    db = fs.path / f"{name}-{seed}.db"
+    proc = subprocess.Popen(
+        producer_command(db, endpoint or _dead_endpoint(), device, count=10**9,
+                         start_frame=seed * 10**6, fps=fps, seed=seed),
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        env=_env(durability, sync_interval),
+    )  # fmt: skip
+    reader = _Reader(proc)
+    deadline = time.monotonic() + 60
+    while reader.first_at is None and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    if reader.first_at is None:
+        proc.kill()
+        proc.wait()
+        raise RuntimeError(f"the producer did not start (exit {proc.returncode})")
+    time.sleep(seconds)
+    cut_at = time.monotonic()
+    fs.cut(proc)
+    reader.join()
+    acked = reader.ids
+    kept = _edge_rows(db)
+    if endpoint is not None:
+        from edgebuf.verify import audit
+
+        kept |= set(acked) - set(audit(endpoint, device, acked).lost)
+    lost = len(set(acked) - kept)
+    return Trial(len(acked), lost, len(acked) / max(1e-9, cut_at - reader.first_at))
+
+
+# ---------------------------------------------------------------------- cloud
+@contextmanager
+def _cloud_on(fs: PowerCutFS, env: dict[str, str] | None = None) -> Iterator[Any]:
+    from cloud.testing import CloudServer
+
+    server = CloudServer(f"sqlite:///{fs.path}/cloud.db", env=env or {})
+    server.start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def _cloud_ids(db: Path) -> set[str]:
+    if not db.exists():
+        return set()
+    conn = sqlite3.connect(db)
+    try:
+        check = conn.execute("PRAGMA integrity_check").fetchone()[0]
+        if check != "ok":
+            raise AssertionError(f"the cloud's {db} failed integrity_check: {check}")
+        return {r for (r,) in conn.execute("SELECT record_id FROM predictions")}
+    finally:
+        conn.close()
+
+
+def cloud_trial(
+    fs: PowerCutFS,
+    work: Path,
+    *,
+    seconds: float = 3.0,
+    env: dict[str, str] | None = None,
+    seed: int = 0,
+) -> Trial:
+    """The cloud's SQLite on ``fs``; an in-process edge (buffer in ``work``) ships flat out
+    through the real HTTP path; cut the cloud after ``seconds``. ``acked`` = rows the edge
+    had marked ``sent``; ``lost`` = of those, the ones missing from the cloud after the cut."""
+    from edgebuf.client import EnhancedAsyncLoggingClient
+    from edgebuf.producer import fake_prediction
+
+    rng = random.Random(seed)
+    device = f"cloud-cut-{seed}"
+    db = work / f"{device}.db"
+    with _cloud_on(fs, env) as server:
+        client = EnhancedAsyncLoggingClient(
+            server.url, db, device, batch_size=64, batch_timeout=0.05, max_retries=1,
+            backoff_base=0.05, backoff_cap=0.2, request_timeout=5.0, health_timeout=1.0,
+            monitor_interval=0.5,
+        )  # fmt: skip
+        client.start()
+        stop = threading.Event()
+
+        def produce() -> None:
+            frame = 0
+            while not stop.is_set():
+                client.log_predictions(
+                    [{"prediction": fake_prediction(rng, frame + i)} for i in range(16)]
+                )
+                frame += 16
+                time.sleep(0.005)
+
+        producer = threading.Thread(target=produce, daemon=True)
+        producer.start()
+        time.sleep(seconds)
+        assert server.process is not None
+        fs.cut(server.process)
+        stop.set()
+        producer.join(10)
+        client.close(timeout=1.0)
+    edge = sqlite3.connect(db)
+    try:
+        sent = {r for (r,) in edge.execute(
+            "SELECT record_id FROM prediction_buffer WHERE status = 'sent'")}  # fmt: skip
+        total = edge.execute("SELECT count(*) FROM prediction_buffer").fetchone()[0]
+    finally:
+        edge.close()
+    stored = _cloud_ids(fs.path / "cloud.db")
+    (fs.path / "cloud.db").unlink(missing_ok=True)  # the next trial starts empty
+    for suffix in ("-wal", "-shm"):
+        (fs.path / f"cloud.db{suffix}").unlink(missing_ok=True)
+    return Trial(len(sent), len(sent - stored), extra=total)
+
+
+# ---------------------------------------------------------------------- cleanup / VACUUM
+def _seed_buffer(db: Path, rows: int, seed: int) -> set[str]:
+    """A durable buffer: ``rows`` records, the older half sent 30 days ago, synced to disk."""
+    from edgebuf.producer import fake_prediction
+    from edgebuf.records import prepare_record
+    from edgebuf.store import LocalBufferManager
+
+    rng = random.Random(seed)
+    now = time.time()
+    with LocalBufferManager(db, durability="full") as store:
+        recs = [prepare_record(fake_prediction(rng, i), now=now, max_bytes=1 << 20)
+                for i in range(rows)]
+        store.add_predictions("cam-cleanup", recs)
+        old = rows // 2
+        store.execute_write(
+            "UPDATE prediction_buffer SET status='sent', sent_at=? WHERE id <= ?",
+            (now - 30 * 86_400, old),
+        )
+        store.checkpoint("TRUNCATE")
+    conn = sqlite3.connect(db)
+    try:
+        return {r for (r,) in conn.execute(
+            "SELECT record_id FROM prediction_buffer WHERE status != 'sent'")}  # fmt: skip
+    finally:
+        conn.close()
+
+
+_CLEANUP = """
+import sqlite3, sys
+from edgebuf.capacity import CapacityManager
+from edgebuf.store import LocalBufferManager
+store = LocalBufferManager(sys.argv[1], exclusive=False)
+print("start", flush=True)
+CapacityManager(store, capacity_bytes=1 << 30, cleanup_after_days=7).cleanup()
+store.close()
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("VACUUM")
+conn.close()
+print("done", flush=True)
+"""
+
+
+def cleanup_trial(fs: PowerCutFS, *, rows: int = 4000, seed: int = 0,
+                  rng: random.Random | None = None) -> Trial:  # fmt: skip
+    """Cut during cleanup's deletes or the VACUUM that follows; ``lost`` counts unsent rows
+    (durable before the run) missing after it, and any integrity failure raises."""
+    rng = rng or random.Random(seed)
+    db = fs.path / f"cleanup-{seed}.db"
+    keep = _seed_buffer(db, rows, seed)
+    proc = subprocess.Popen([sys.executable, "-c", _CLEANUP, str(db)],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)  # fmt: skip
+    assert proc.stdout is not None
+    proc.stdout.readline()
+    time.sleep(rng.uniform(0.0, 1.5))
+    finished = proc.poll() is not None
+    fs.cut(proc)
+    after = _edge_rows(db)
+    for p in fs.path.glob(f"cleanup-{seed}.db*"):
+        p.unlink()
+    return Trial(len(keep), len(keep - after), extra=int(finished))
+
+
+# ---------------------------------------------------------------------- rows
+def _row(name: str, trials: list[Trial], bound_per_trial: Callable[[Trial], int],
+         notes: str) -> PowerLossRow:  # fmt: skip
+    return PowerLossRow(
+        name,
+        len(trials),
+        sum(t.acked for t in trials),
+        sum(t.lost for t in trials),
+        sum(bound_per_trial(t) for t in trials),
+        max((t.lost for t in trials), default=0),
+        notes,
+    )
+
+
+def normal_bound(trial: Trial, sync_interval: float, batch: int = 32) -> int:
+    """What a cut may lose in ``normal`` mode: ``sync_interval`` worth of records at the
+    rate logged, plus one batch."""
+    return int(trial.rate * sync_interval) + batch
+
+
+def power_loss_rows(trials: int = 5, seed: int = 0,
+                    progress: Callable[[str], None] = print) -> list[PowerLossRow]:  # fmt: skip
+    """The power-loss rows of ``edgebuf reliability``: ``trials`` cuts per row."""
+    import tempfile
+
+    rng = random.Random(seed)
+    rows: list[PowerLossRow] = []
+    with PowerCutFS() as fs, tempfile.TemporaryDirectory(prefix="edgebuf-power-") as tmp:
+        progress(f"power cuts: edge full, {trials} trials ...")
+        full = [edge_trial(fs, durability="full", fps=0, seconds=rng.uniform(0.5, 2.0),
+                           name="full", seed=i) for i in range(trials)]  # fmt: skip
+        rows.append(_row("power cut: edge full, cloud down, flat out", full, lambda t: 0,
+                         "log_prediction returned = on disk"))  # fmt: skip
+        progress(f"power cuts: edge normal, {trials} trials ...")
+        normal = [edge_trial(fs, durability="normal", fps=CAMERA_FPS,
+                             seconds=rng.uniform(1.5, 4.0), name="normal", seed=i)
+                  for i in range(trials)]  # fmt: skip
+        rows.append(_row(
+            f"power cut: edge normal, cloud down, {CAMERA_FPS:g} fps", normal,
+            lambda t: normal_bound(t, 1.0),
+            "bound: sync_interval (1 s) of records + one batch, per cut",
+        ))  # fmt: skip
+        progress(f"power cuts: the cloud's SQLite, {trials} trials ...")
+        work = Path(tmp)
+        cloud = [cloud_trial(fs, work, seconds=rng.uniform(1.0, 3.0), seed=i)
+                 for i in range(trials)]  # fmt: skip
+        rows.append(_row("power cut: cloud (SQLite, defaults), edge shipping", cloud,
+                         lambda t: 0, "records = acknowledged with 200 (edge marked sent)"))  # fmt: skip
+        progress(f"power cuts: cleanup + VACUUM, {trials} trials ...")
+        clean = [cleanup_trial(fs, seed=i, rng=rng) for i in range(trials)]
+        rows.append(_row("power cut: edge cleanup + VACUUM", clean, lambda t: 0,
+                         "records = unsent rows, durable before; integrity_check ok"))  # fmt: skip
+    return rows
+
+
+def format_rows(rows: list[PowerLossRow]) -> str:
+    out = ["| power loss | trials | acknowledged | lost | allowed | worst cut | notes |",
+           "|---|---:|---:|---:|---:|---:|---|"]  # fmt: skip
+    for r in rows:
+        out.append(f"| {r.scenario} | {r.trials} | {r.records} | {r.lost} | {r.bound} |"
+                   f" {r.max_lost_per_trial} | {r.notes} |")  # fmt: skip
+    return "\n".join(out)
