@@ -368,8 +368,21 @@ def power_loss_rows(trials: int = 5, seed: int = 0,
             lambda t: normal_bound(t, 1.0),
             "bound: sync_interval (1 s) of records + one batch, per cut",
         ))  # fmt: skip
-        progress(f"power cuts: the cloud's SQLite, {trials} trials ...")
+        progress(f"power cuts: edge normal while shipping, {trials} trials ...")
         work = Path(tmp)
+        from cloud.testing import CloudServer
+
+        with CloudServer(f"sqlite:///{work}/sink.db") as sink:
+            ship = [edge_trial(fs, durability="normal", fps=CAMERA_FPS,
+                               seconds=rng.uniform(1.5, 4.0), endpoint=sink.url,
+                               device=f"ship-{i}", name="ship", seed=i)
+                    for i in range(trials)]  # fmt: skip
+        rows.append(_row(
+            f"power cut: edge normal, shipping, {CAMERA_FPS:g} fps", ship,
+            lambda t: normal_bound(t, 1.0),
+            "kept = on the edge after the cut or in the cloud; same bound",
+        ))  # fmt: skip
+        progress(f"power cuts: the cloud's SQLite, {trials} trials ...")
         cloud = [cloud_trial(fs, work, seconds=rng.uniform(1.0, 3.0), seed=i)
                  for i in range(trials)]  # fmt: skip
         rows.append(_row("power cut: cloud (SQLite, defaults), edge shipping", cloud,
