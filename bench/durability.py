@@ -58,7 +58,7 @@ def run_edge(tmp: Path, durability: str, sync: bool, rate: float, seconds: float
         request_timeout=5.0, reserve_bytes=0,
     )  # fmt: skip
     if not sync:
-        client.shipper.syncer = None  # the shipping loop as it was before WalSyncer
+        client.syncer = None  # the client as it was before WalSyncer
     client.start()
     texts = [json.dumps(p, separators=(",", ":")) for p in preds]
     lat: list[int] = []
@@ -84,7 +84,7 @@ def run_edge(tmp: Path, durability: str, sync: bool, rate: float, seconds: float
         i += 1
     elapsed = time.perf_counter() - t0
     written = write_bytes() - w0
-    syncs = client.shipper.syncer.syncs if client.shipper.syncer is not None else 0
+    syncs = client.syncer.syncs if client.syncer is not None else 0
     client.close(timeout=2.0)
     lat.sort()
     s = bl.latency_summary(lat)

@@ -135,9 +135,10 @@ class EnhancedAsyncLoggingClient:
             backoff_base=s.backoff_base,
             backoff_cap=s.backoff_cap,
             rng=rng,
-            syncer=WalSyncer(s.db_path, self.clock, s.sync_interval)
-            if s.durability == "normal"
-            else None,
+        )
+        # normal mode: committed records reach the disk within sync_interval (full: at once)
+        self.syncer = (
+            WalSyncer(s.db_path, self.clock, s.sync_interval) if s.durability == "normal" else None
         )
         self.recovery.on_start = self.shipper.wake
         self.connectivity.add_callback(self._on_connectivity)
@@ -188,6 +189,8 @@ class EnhancedAsyncLoggingClient:
         self.store.set_autocheckpoint(10_000)
         self.shipper.start()
         self.connectivity.start()
+        if self.syncer is not None:
+            self.syncer.start()
         return self
 
     def close(self, timeout: float = 10.0) -> None:
@@ -207,6 +210,8 @@ class EnhancedAsyncLoggingClient:
                 self._wait_delivered(max(0.0, timeout / 2), deadline)
             self.connectivity.stop(timeout=1.0)
             self.shipper.stop(timeout=max(0.1, deadline - self.clock.monotonic()))
+        if self.syncer is not None:
+            self.syncer.stop()
         self.recovery.close()
         self.transport.close()
         self.store.close()
@@ -270,6 +275,8 @@ class EnhancedAsyncLoggingClient:
             )
             raise
         self.shipper.notify_new(len(ids))
+        if self.syncer is not None:
+            self.syncer.note_commit()
         return ids
 
     def log_prediction(

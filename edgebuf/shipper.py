@@ -27,7 +27,6 @@ from edgebuf.connectivity import ConnectivityMonitor
 from edgebuf.policy import RETRY_AFTER_CAP, backoff_delay
 from edgebuf.recovery import BufferRecoveryManager
 from edgebuf.sender import Sender, SendOutcome
-from edgebuf.syncer import WalSyncer
 
 log = logging.getLogger("edgebuf.shipper")
 
@@ -55,7 +54,6 @@ class ShippingLoop:
         backoff_cap: float = 60.0,
         rng: random.Random | None = None,
         on_maintenance=None,
-        syncer: WalSyncer | None = None,
     ) -> None:
         self.sender = sender
         self.store = sender.store
@@ -70,7 +68,6 @@ class ShippingLoop:
         self.backoff_cap = backoff_cap
         self.rng = rng or random.Random()
         self.on_maintenance = on_maintenance
-        self.syncer = syncer  # normal mode: the WAL reaches the disk every sync_interval
         self._lock = threading.Lock()
         self.new_count = 0  # records logged since the last live claim
         self.first_new_at: float | None = None
@@ -95,8 +92,7 @@ class ShippingLoop:
                 self.first_new_at = self.clock.monotonic()
             # wake only when crossing the threshold: one Event.set per batch, not per record
             ready = self.new_count >= self.batch_size > self.new_count - n
-        sync = self.syncer is not None and self.syncer.note_commit()  # first since a sync
-        if first or ready or sync:
+        if first or ready:
             self._wake.set()
 
     def wake(self) -> None:
@@ -146,8 +142,6 @@ class ShippingLoop:
         )
 
     def _maintain(self, now: float) -> None:
-        if self.syncer is not None:
-            self.syncer.run(now)
         if now >= self.next_checkpoint and self.store.needs_checkpoint():
             # Fold the WAL into the database off the hot path, so log_prediction seldom
             # pays for SQLite's automatic checkpoint (its p99) and the WAL stays small.
@@ -171,8 +165,6 @@ class ShippingLoop:
         timers = [self.next_maintenance - now, self.next_cleanup - now]
         if self.store.needs_checkpoint():
             timers.append(self.next_checkpoint - now)
-        if self.syncer is not None and (due := self.syncer.due_in(now)) is not None:
-            timers.append(due)  # also while the cloud is down
         if self.connectivity.is_down:
             return max(0.0, min(timers))
         if now < self.backoff_until:

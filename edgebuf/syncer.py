@@ -2,9 +2,10 @@
 at most ``sync_interval`` seconds after their commit, cloud up or down.
 
 Under ``synchronous=NORMAL`` SQLite syncs the WAL only at a checkpoint; ``log_prediction``
-returns once its frames are in the page cache. ``WalSyncer`` is run by the shipping thread
-(``ShippingLoop.run_once``): when commits are waiting and the oldest has waited
-``sync_interval``, it fsyncs the WAL file through a descriptor of its own (on Linux an fsync
+returns once its frames are in the page cache. ``WalSyncer`` has a thread of its own (not
+the shipping thread, which can sit in an HTTP request for ``request_timeout`` while the
+cloud hangs): when commits are waiting and the oldest has waited ``sync_interval``, it
+fsyncs the WAL file through a descriptor of its own (on Linux an fsync
 of any descriptor of a file writes that file's dirty pages), and the directory once per WAL
 file, so the WAL's name is durable too. No lock is taken and ``log_prediction`` gains no
 fsync; a record committed while the fsync runs is covered by the next one. An fsync caught
@@ -12,7 +13,8 @@ mid-transaction is harmless: SQLite's recovery keeps only frames up to the last 
 commit, so the durable state is always a prefix of what was committed.
 
 ``note_commit`` is the hot path's part: one attribute test per commit, and a wake-up of the
-shipping thread only for the first commit after a sync, so an idle client still sleeps.
+thread only for the first commit after a sync, so an idle client's thread sleeps. ``run``
+and ``due_in`` are the policy, driven directly by tests on a fake clock.
 """
 
 from __future__ import annotations
@@ -41,6 +43,9 @@ class WalSyncer:
         self._lock = threading.Lock()
         self._first_unsynced: float | None = None  # monotonic time of the oldest unsynced commit
         self._dir_synced_for: tuple[int, int] | None = None  # (st_dev, st_ino) of the WAL
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
 
     def note_commit(self) -> bool:
         """A commit returned; True when the shipping thread must be woken to sync it."""
@@ -50,7 +55,8 @@ class WalSyncer:
             if self._first_unsynced is not None:
                 return False
             self._first_unsynced = self.clock.monotonic()
-            return True
+        self._wake.set()
+        return True
 
     def due_in(self, now: float) -> float | None:
         """Seconds until the next sync is due (0: now), or None when nothing waits."""
@@ -66,6 +72,36 @@ class WalSyncer:
             self._first_unsynced = None  # commits from now on wait for the next sync
         self.sync()
         return True
+
+    # ------------------------------------------------------------------ thread
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="edgebuf-syncer", daemon=True)
+            self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait()
+            self._wake.clear()
+            while not self._stop.is_set():
+                due = self.due_in(self.clock.monotonic())
+                if due is None:
+                    break
+                if due > 0:
+                    self._stop.wait(due)
+                    continue
+                self.run(self.clock.monotonic())
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the thread after a last sync of what is waiting (idempotent)."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        if self._first_unsynced is not None:
+            self._first_unsynced = None
+            self.sync()
 
     def sync(self) -> None:
         """fsync the WAL now (and its directory, once per WAL file)."""
