@@ -10,7 +10,9 @@ local ``python -m cloud`` on SQLite; its writes are not counted), in three modes
 - ``full``: ``synchronous=FULL``, every returned call on disk;
 - ``normal``: ``synchronous=NORMAL`` plus the WAL fsynced within ``sync_interval`` = 1 s;
 - ``normal, before``: the behaviour before the sync interval (no WAL sync between
-  checkpoints; during an outage nothing bounded the window).
+  checkpoints; during an outage nothing bounded the window);
+- ``normal, sync 1 s, log_predictions x22``: the same records, one call (one commit) per
+  camera-second of 22 records: what batching the commits saves in bytes written.
 
 Per case: ``log_prediction`` p50/p99, bytes this process caused to be written to the block
 device per record (``/proc/self/io`` ``write_bytes``, counted when a page is dirtied, so a
