@@ -555,7 +555,8 @@ def serve(mountpoint: str, metadata: Metadata = "inode") -> int:
 
     threading.Thread(target=control, name="powercut-control", daemon=True).start()
     opts = {"foreground": True, "auto_unmount": True, "fsname": "powercut",
-            "attr_timeout": 0, "entry_timeout": 0, "negative_timeout": 0}  # fmt: skip
+            "attr_timeout": 0, "entry_timeout": 0, "negative_timeout": 0,
+            "max_threads": 16}  # fmt: skip
     while True:
         mfusepy.FUSE(ops, mountpoint, **opts)
         if quitting.is_set() or not remount.is_set():
