@@ -154,6 +154,8 @@ def edge_trial(
     reader.join()
     acked = reader.ids
     kept = _edge_rows(db)
+    for p in fs.path.glob(f"{db.name}*"):  # the filesystem lives in memory
+        p.unlink()
     if endpoint is not None:
         from edgebuf.verify import audit
 
