@@ -58,10 +58,11 @@ class PowerLossRow:
     bound: int  # lost records allowed in total (0 for the zero-loss scenarios)
     max_lost_per_trial: int
     notes: str = ""
+    cuts_over_bound: int = 0  # trials that lost more than their own bound
 
     @property
     def ok(self) -> bool:
-        return self.lost <= self.bound
+        return self.cuts_over_bound == 0 and self.lost <= self.bound
 
 
 class _Reader:
@@ -339,6 +340,7 @@ def _row(name: str, trials: list[Trial], bound_per_trial: Callable[[Trial], int]
         sum(bound_per_trial(t) for t in trials),
         max((t.lost for t in trials), default=0),
         notes,
+        sum(1 for t in trials if t.lost > bound_per_trial(t)),
     )
 
 
