@@ -5,9 +5,9 @@ import time) and the write lock that serializes SQLite writers inside one proces
 
 SQLite (embedded/local mode, one host):
   * WAL so readers (`/stats`, `/predictions`) never block the writer and vice versa.
-  * `synchronous=NORMAL` (configurable): in WAL mode a commit survives a process crash; a
-    power cut may lose the last commits since the previous checkpoint. `FULL` closes that
-    window at roughly one fsync per batch.
+  * `synchronous=FULL` (the default, `durable_ack`): a 200 means the batch is on disk, at
+    one fsync per group commit. With `EDGEBUF_DURABLE_ACK=false`, `NORMAL`: a commit
+    survives a process crash, but a power cut may lose those since the last checkpoint.
   * `busy_timeout` so a writer in another process makes us wait, not fail at once; past
     it the request becomes a retryable 503.
   * `foreign_keys=ON` because SQLite ignores declared foreign keys otherwise.
@@ -74,7 +74,7 @@ def _sqlite_engine(url: URL, settings: CloudSettings) -> Engine:
             "check_same_thread": False,
         },
     )
-    synchronous = settings.sqlite_synchronous
+    synchronous = settings.sqlite_sync_mode
     busy_ms = int(settings.sqlite_busy_timeout_ms)
     checkpoint = int(settings.sqlite_wal_autocheckpoint)
 
@@ -144,7 +144,25 @@ def _postgres_engine(url: URL, settings: CloudSettings) -> Engine:
         },
     )
     _ping_after_idle(engine, settings.db_ping_after_idle)
+    if settings.durable_ack:
+        _durable_commits(engine)
     return engine
+
+
+def _durable_commits(engine: Engine) -> None:
+    """A 200 must mean durable: a session that would run with synchronous_commit=off (set
+    for the server, database or role) is switched back on. Stronger settings (remote_write,
+    remote_apply with synchronous replication) are kept as they are."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        with dbapi_conn.cursor() as cur:
+            cur.execute("SHOW synchronous_commit")
+            if cur.fetchone()[0] == "off":
+                log.warning("synchronous_commit=off on this database: set to on for ingest"
+                            " (EDGEBUF_DURABLE_ACK=false keeps it off)")
+                cur.execute("SET SESSION synchronous_commit = on")
+        dbapi_conn.commit()
 
 
 def create_db_engine(settings: CloudSettings) -> Engine:

@@ -80,7 +80,13 @@ class CloudSettings(BaseSettings):
     # the request turns into a retryable 503 instead of hanging past the edge's timeout.
     db_lock_timeout_ms: int = Field(10_000, ge=0)
     sqlite_busy_timeout_ms: int = Field(5_000, ge=0)
-    sqlite_synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = "NORMAL"
+    # A 200 means "durable": SQLite commits with synchronous=FULL (the group commit pays one
+    # fsync per batch), PostgreSQL never runs with synchronous_commit=off. False (the opt-out,
+    # EDGEBUF_DURABLE_ACK=false) trades that for speed: NORMAL / the server's setting, and a
+    # power cut of the cloud host may lose batches the edge was told were stored.
+    durable_ack: bool = True
+    # None: FULL when durable_ack, else NORMAL. OFF/NORMAL need durable_ack=false.
+    sqlite_synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] | None = None
     # Pages of WAL before an automatic checkpoint (SQLite's default is 1000). Each batch
     # dirties random pages of the (device_id, record_id) index; checkpointing less often
     # writes each such page back once instead of many times (~20% faster ingest) at the
@@ -105,6 +111,22 @@ class CloudSettings(BaseSettings):
         description="A request whose client certificate a trusted proxy verified acts only"
         " for the device named by the certificate's CN (403 otherwise), like a device key.",
     )
+
+    @model_validator(mode="after")
+    def _check_durability(self) -> CloudSettings:
+        if self.durable_ack and self.sqlite_synchronous in ("OFF", "NORMAL"):
+            raise ValueError(
+                f"sqlite_synchronous={self.sqlite_synchronous} acknowledges batches that a power"
+                " cut of the cloud host can lose; set EDGEBUF_DURABLE_ACK=false to accept that"
+            )
+        return self
+
+    @property
+    def sqlite_sync_mode(self) -> str:
+        """The PRAGMA synchronous the SQLite backend runs with."""
+        if self.sqlite_synchronous is not None:
+            return self.sqlite_synchronous
+        return "FULL" if self.durable_ack else "NORMAL"
 
     @field_validator("database_url", mode="after")
     @classmethod

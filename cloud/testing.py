@@ -195,3 +195,21 @@ def run_cloud_server(
         yield (server.url, server.process) if with_process else server.url
     finally:
         server.close()
+
+
+def stored_record_ids(sqlite_file: str | Path) -> set[str]:
+    """Record ids a SQLite cloud database holds, read from the file itself after an
+    integrity check (for power-loss tests: the cloud process is gone)."""
+    import sqlite3
+
+    path = Path(sqlite_file)
+    if not path.exists():
+        return set()
+    conn = sqlite3.connect(path)
+    try:
+        check = conn.execute("PRAGMA integrity_check").fetchone()[0]
+        if check != "ok":
+            raise AssertionError(f"the cloud's {path} failed integrity_check: {check}")
+        return {r for (r,) in conn.execute("SELECT record_id FROM predictions")}
+    finally:
+        conn.close()

@@ -39,6 +39,7 @@ from edgebuf.space.diskfull import DiskFullProcedure
 from edgebuf.space.reserve import DiskReserve
 from edgebuf.status import buffer_status
 from edgebuf.store.repair import open_buffer
+from edgebuf.syncer import WalSyncer
 
 if TYPE_CHECKING:
     from edgebuf.ops.monitor import BufferMonitor
@@ -102,6 +103,7 @@ class EnhancedAsyncLoggingClient(AsyncSurface):
         auto_repair: bool | None = None,
         verify_on_start: bool | None = None,
         reconcile_interval: float | None = None,
+        sync_interval: float | None = None,
         settings: EdgeSettings | None = None,
         transport: Transport | None = None,
         clock: Clock | None = None,
@@ -168,6 +170,12 @@ class EnhancedAsyncLoggingClient(AsyncSurface):
                 rng=rng,
                 reconciler=self.reconciler,
             )
+            # normal mode: committed records reach the disk within sync_interval (full: at once)
+            self.syncer = (
+                WalSyncer(s.db_path, self.clock, s.sync_interval)
+                if s.durability == "normal"
+                else None
+            )
             self.connectivity.add_callback(self._on_connectivity)
             if on_connectivity_change is not None:
                 self.connectivity.add_callback(on_connectivity_change)
@@ -191,6 +199,8 @@ class EnhancedAsyncLoggingClient(AsyncSurface):
         self.store.set_autocheckpoint(10_000)
         self.shipper.start()
         self.connectivity.start()
+        if self.syncer is not None:
+            self.syncer.start()
         return self
 
     def close(self, timeout: float = 10.0) -> None:
@@ -209,6 +219,8 @@ class EnhancedAsyncLoggingClient(AsyncSurface):
         deadline = self.clock.monotonic() + timeout
         with contextlib.ExitStack() as steps:  # run in reverse order of registration
             steps.callback(self.store.close)
+            if self.syncer is not None:
+                steps.callback(self.syncer.stop)
             steps.callback(self.transport.close)
             steps.callback(self.recovery.close)
             if started:
@@ -255,6 +267,8 @@ class EnhancedAsyncLoggingClient(AsyncSurface):
             self.store.count_rejected_call()
             raise
         self.shipper.notify_new(len(ids))
+        if self.syncer is not None:
+            self.syncer.note_commit()
         return ids
 
     def log_prediction(

@@ -71,6 +71,9 @@ class EdgeSettings(BaseSettings):
     cleanup_after_days: float = Field(7.0, ge=0)
     capacity_bytes: int = Field(GIB, ge=64 * 1024)
     durability: Literal["normal", "full"] = "normal"
+    # normal: committed records are fsynced at most this long after their commit (the
+    # power-loss window); full syncs every commit and ignores it.
+    sync_interval: float = Field(1.0, gt=0)
     overflow_policy: Literal["evict", "reject"] = "evict"
     max_record_bytes: int = Field(1024 * 1024, ge=256)
     gzip: bool = True

@@ -178,9 +178,13 @@ def corruption(work: Path) -> list[ScenarioResult]:
 
 # ---------------------------------------------------------------------- all
 def run_all(
-    kills: int = 200, seed: int = 0, progress: Callable[[str], None] = print
+    kills: int = 200,
+    seed: int = 0,
+    progress: Callable[[str], None] = print,
+    power_cuts: int = 20,
 ) -> list[ScenarioResult]:
-    """Run every scenario against a fresh local cloud; return the table's rows."""
+    """Run every scenario against a fresh local cloud; return the table's rows.
+    ``power_cuts``: trials per power-loss row (``edgebuf.lab.powerloss``; 0: none)."""
     from cloud.testing import CloudServer
 
     with tempfile.TemporaryDirectory(prefix="edgebuf-reliability-") as tmp:
@@ -196,6 +200,10 @@ def run_all(
         progress("oversized batches, corruption ...")
         rows.append(oversized_batches(work))
         rows += corruption(work)
+    if power_cuts:
+        from edgebuf.lab.powerreport import reliability_rows
+
+        rows += reliability_rows(power_cuts, seed, progress)
     return rows
 
 

@@ -160,19 +160,27 @@ def reconcile(db: Path | None, endpoint: str | None, timeout: float) -> None:
 )
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
+    "--power-cuts",
+    type=click.IntRange(0, 100_000),
+    default=20,
+    show_default=True,
+    help="Trials per power-loss row (the power-cut filesystem; 0: none).",
+)
+@click.option(
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
     help="Also write the Markdown table here.",
 )
-def reliability(kills: int, seed: int, out: Path | None) -> None:
-    """Run the crash / fault / shutdown / corruption matrix; exit 1 on any loss or duplicate."""
+def reliability(kills: int, seed: int, power_cuts: int, out: Path | None) -> None:
+    """Run the crash / fault / shutdown / corruption / power-loss matrix; exit 1 on any loss
+    or duplicate."""
     from edgebuf.lab.reliability import format_table, run_all
 
     started = time.monotonic()
-    rows = run_all(kills, seed, progress=lambda m: click.echo(m, err=True))
+    rows = run_all(kills, seed, progress=lambda m: click.echo(m, err=True), power_cuts=power_cuts)
     table = format_table(rows)
-    command = f"edgebuf reliability --kills {kills} --seed {seed}"
+    command = f"edgebuf reliability --kills {kills} --seed {seed} --power-cuts {power_cuts}"
     click.echo(f"{table}\n\n`{command}` ({time.monotonic() - started:.0f} s)")
     if out is not None:
         out.write_text(table + f"\n\nProduced by `{command}`.\n")
