@@ -13,6 +13,12 @@ above it, O(ranges) for the cloud). Each unconfirmed row is then:
 * not yet decidable (acknowledged after the question, or beyond a truncated answer) ->
   left for the next run.
 
+The first run after start also compares each device's sequence with the cloud's highest
+(``max_seq``): if the cloud holds higher numbers than the buffer remembers issuing (records
+lost to a power cut in ``normal`` mode after they were delivered), the sequence jumps past
+them, so a sequence number is never issued twice for different records. It runs a few
+seconds after start; records logged before it could still reuse such a number.
+
 A run handles at most ``budget`` rows (the shipping thread must not stall on a large
 first pass after an upgrade); when rows remain, the next run is due in a second.
 """
@@ -31,6 +37,7 @@ from edgebuf.store import LocalBufferManager
 log = logging.getLogger("edgebuf.delivery.reconcile")
 
 CHUNK = 2_000
+FIRST_RUN_AFTER = 5.0  # seconds after start: the sequence check should come early
 
 
 @runtime_checkable
@@ -82,6 +89,7 @@ class ReconcileReport:
     undecided: int = 0
     errors: list[str] = field(default_factory=list)
     more: bool = False  # the budget ran out: rows remain
+    sequence_raised: dict[str, int] = field(default_factory=dict)  # device -> cloud's max_seq
 
 
 class Reconciler:
@@ -101,7 +109,8 @@ class Reconciler:
         self.clock = clock
         self.interval = interval
         self.budget = budget
-        self.next_due = clock.monotonic() + interval
+        self.next_due = clock.monotonic() + min(interval, FIRST_RUN_AFTER)
+        self._sequences_checked = False
         self.last: ReconcileReport | None = None
         self.last_run_at: float | None = None  # wall time
 
@@ -111,6 +120,8 @@ class Reconciler:
     def run_once(self) -> ReconcileReport:
         """One reconciliation pass over every device with unconfirmed delivered rows."""
         report = ReconcileReport()
+        if not self._sequences_checked:
+            self._sequences_checked = self._check_sequences(report)
         budget = self.budget
         for device, lowest, _ in self.store.unconfirmed_devices():
             if budget <= 0:
@@ -126,6 +137,23 @@ class Reconciler:
                 report.resent,
             )
         return report
+
+    def _check_sequences(self, report: ReconcileReport) -> bool:
+        done = True
+        for device, mine in self.store.sequences().items():
+            answer = self.source.watermark(device, from_seq=mine + 1, limit=1)
+            if answer is None:
+                done = False
+                continue
+            theirs = int(answer.get("max_seq", 0))
+            if self.store.raise_sequence(device, theirs):
+                report.sequence_raised[device] = theirs
+                log.warning(
+                    "the cloud holds %s's sequence numbers up to %d, this buffer only up to %d"
+                    " (records lost to a power cut?): continuing from %d",
+                    device, theirs, mine, theirs + 1,
+                )
+        return done
 
     def _device(self, device: str, lowest: int, budget: int, report: ReconcileReport) -> int:
         asked_at = self.clock.time()

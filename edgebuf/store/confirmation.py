@@ -13,11 +13,15 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
+from edgebuf.store.counters import effective_metadata
 from edgebuf.store.maintenance import Maintenance
+from edgebuf.store.schema import SEQ_PREFIX
 
 
 class Confirmation(Maintenance):
     """Reads and writes of the confirmation state, for ``edgebuf.delivery.reconcile``."""
+
+    _last_seq: dict[str, int]  # the queue's cache of each device's last sequence number
 
     def unconfirmed_devices(self) -> list[tuple[str, int, int]]:
         """[(device, lowest seq, rows)] of delivered rows not yet confirmed (partial index)."""
@@ -76,6 +80,32 @@ class Confirmation(Maintenance):
         """Delivered rows held by the buffer: confirmed by the cloud and not yet."""
         unconfirmed = self.count_unconfirmed()
         return {"confirmed": self.counts()["sent"] - unconfirmed, "unconfirmed": unconfirmed}
+
+    def raise_sequence(self, device_id: str, seq: int) -> bool:
+        """Make the device's next sequence number higher than ``seq`` (the cloud holds it
+        although this buffer does not remember issuing it: records lost to a power cut in
+        ``normal`` mode). True if the buffer's own mark was lower."""
+        key = SEQ_PREFIX + device_id
+        with self._lock, self._storage_errors("raise the sequence"), self._tx() as conn:
+            mine = int(effective_metadata(conn).get(key, 0))
+            if seq <= mine:
+                return False
+            conn.execute(
+                "INSERT INTO buffer_metadata (key, value) VALUES (?, ?) ON CONFLICT(key)"
+                " DO UPDATE SET value = max(value, excluded.value)",
+                (key, seq),
+            )
+            if device_id in self._last_seq:
+                self._last_seq[device_id] = max(self._last_seq[device_id], seq)
+        return True
+
+    def sequences(self) -> dict[str, int]:
+        """Each device's highest sequence number issued by this buffer."""
+        return {
+            k[len(SEQ_PREFIX) :]: int(v)
+            for k, v in self.metadata().items()
+            if k.startswith(SEQ_PREFIX)
+        }
 
     def _confirmation_update(
         self, ids: Sequence[int], set_sql: str, params: tuple[object, ...], counter: str

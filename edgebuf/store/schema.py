@@ -5,9 +5,11 @@ Why each PRAGMA:
 - ``journal_mode=WAL``: a writer does not block readers (status, export) and a commit is
   one sequential append, which keeps ``log_prediction`` fast.
 - ``synchronous=NORMAL`` (default durability): a committed record survives the process
-  being killed at any moment; a power cut can lose the last commits since the previous
-  WAL checkpoint sync. ``synchronous=FULL`` (durability="full") syncs the WAL on every
-  commit, so a committed record also survives power loss.
+  being killed at any moment; SQLite itself syncs the WAL only at a checkpoint, so
+  ``edgebuf.syncer.WalSyncer`` fsyncs it at least every ``sync_interval`` (1 s): a power
+  cut loses at most the commits of that last interval. ``synchronous=FULL``
+  (durability="full") syncs the WAL on every commit, so a committed record also survives
+  power loss at once.
 - ``auto_vacuum=INCREMENTAL``: freed pages can be handed back to the filesystem after
   cleanup without a full VACUUM that would block logging.
 - On a full disk the client checkpoints with ``TRUNCATE`` (the WAL holds many versions of

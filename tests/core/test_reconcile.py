@@ -81,3 +81,23 @@ def test_holdings_decide_by_watermark_and_missing_ranges():
     ]  # fmt: skip
     cut = Holdings(10, 100, [(12, 14)], complete=False)
     assert cut.held(13) is False and cut.held(14) is False and cut.held(50) is None
+
+
+def test_sequences_continue_past_what_the_cloud_holds_after_losing_the_buffer(
+    make_client, cloud, clock, tmp_path
+):
+    first = make_client(reconcile_interval=60)
+    log_n(first, 50)
+    drive(first, clock)
+    first.close()
+    # The buffer's last commits never reached the disk (a power cut in normal mode): here,
+    # all of it. The next client would issue seq 1.. again, for other records.
+    for leftover in tmp_path.glob("buffer.db*"):
+        leftover.unlink()
+    second = make_client(reconcile_interval=60)
+    second.log_prediction({"before": "the check"})  # seq 1: the window before the first run
+    clock.advance(10)
+    second.shipper.run_once()  # the first reconciliation runs a few seconds after start
+    assert second.reconciler.last.sequence_raised == {"cam-1": 50}
+    second.log_prediction({"after": "the check"})
+    assert second.store.sequences()["cam-1"] == 51
