@@ -6,13 +6,14 @@ independent apps, each with its own settings, engine, keys and metrics registry.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fastapi import Request
 
 from cloud.auth import Authenticator
 from cloud.db import Database
 from cloud.ingest import BatchStore
+from cloud.maintenance import Maintenance
 from cloud.metrics import CloudMetrics
 from cloud.models import LogBatch, batch_model
 from cloud.settings import CloudSettings
@@ -30,18 +31,21 @@ class CloudState:
     auth: Authenticator
     metrics: CloudMetrics
     batch_model: type[LogBatch]
+    maintenance: Maintenance = field(repr=False, default=None)  # type: ignore[assignment]
 
     @classmethod
     def build(cls, settings: CloudSettings) -> CloudState:
         """Create everything an app needs (the engine connects lazily, on first use)."""
         db = Database(settings)
+        metrics = CloudMetrics()
         return cls(
             settings=settings,
             db=db,
-            store=BatchStore(db),
+            store=BatchStore(db, settings.retention_days),
             auth=Authenticator(settings),
-            metrics=CloudMetrics(),
+            metrics=metrics,
             batch_model=batch_model(settings.max_batch_records),
+            maintenance=Maintenance(db, settings, metrics),
         )
 
 
