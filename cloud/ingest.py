@@ -194,10 +194,16 @@ class BatchStore:
         self._db = db
         self._retention_days = retention_days
         self._clock = clock
+        self._cutoff_floor: float | None = None  # what maintenance recorded (any replica)
         self._writer = writer_for(db.dialect)
         self._group_commit = db.is_sqlite
         self._queue: list[_Job] = []
         self._queue_lock = threading.Lock()
+
+    def raise_cutoff(self, cutoff: float | None) -> None:
+        """Treat everything below `cutoff` (the one maintenance recorded) as expired."""
+        if cutoff is not None and (self._cutoff_floor is None or cutoff > self._cutoff_floor):
+            self._cutoff_floor = cutoff
 
     def store(self, batch: Batch, received_at: float) -> StoreResult:
         """Store the batch's new records and add their class counts; all or nothing.
@@ -214,6 +220,8 @@ class BatchStore:
         if self._retention_days is not None:
             # Late records older than the window: acknowledged (their seqs held), not stored.
             cutoff = retention_cutoff(self._clock(), self._retention_days)
+            if self._cutoff_floor is not None and self._cutoff_floor > cutoff:
+                cutoff = self._cutoff_floor  # a replica with a faster clock expired more
             if any(record[3] < cutoff for record in unique):
                 expired = [record for record in unique if record[3] < cutoff]
                 unique = [record for record in unique if record[3] >= cutoff]

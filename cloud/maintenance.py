@@ -78,7 +78,9 @@ class Maintenance:
     """Partitions ahead and retention for one database; see the module docstring."""
 
     def __init__(self, db: Database, settings: CloudSettings, metrics: Any = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 on_cutoff: Callable[[float | None], None] | None = None) -> None:
+        self._on_cutoff = on_cutoff
         self._db = db
         self._settings = settings
         self._metrics = metrics
@@ -137,6 +139,7 @@ class Maintenance:
         with self._exclusive() as conn:
             if conn is None:
                 self._count("skipped")
+                self._learn_cutoff()
                 return None
             report = Report()
             try:
@@ -149,10 +152,21 @@ class Maintenance:
                 self._count("failed")
                 raise
         self._count("ran")
+        if self._on_cutoff is not None:
+            self._on_cutoff(report.cutoff)
         if self._metrics is not None:
             self._metrics.partitions_dropped.inc(len(report.partitions_dropped))
             self._metrics.rows_expired.inc(report.rows_deleted)
         return report
+
+    def _learn_cutoff(self) -> None:
+        """Pass on the cutoff another replica's maintenance recorded (ingest expires it)."""
+        if self._on_cutoff is None or self._settings.retention_days is None:
+            return
+        with self._db.engine.connect() as conn:
+            value = conn.execute(text("SELECT value FROM cloud_state WHERE name = :n"),
+                                 {"n": CUTOFF_NAME}).scalar()
+        self._on_cutoff(None if value is None else float(value))
 
     def _count(self, outcome: str) -> None:
         if self._metrics is not None:

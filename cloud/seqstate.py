@@ -126,14 +126,19 @@ def hold(conn: Connection, device_id: str, entries: Sequence[Entry],
     if added:
         execute(conn, "INSERT INTO seq_missing (device_id, hi, lo) VALUES (?, ?, ?)", added,
                 many=True)
+    # Records acknowledged now: every stored one, and the expired ones whose seq is new
+    # (an expired record whose seq is held already is a re-send: not counted twice).
+    acknowledged = 0
     repeats: set[str] = set()
     claimed: set[int] = set()
     repeated_stored: set[int] = set()
     for seq, record_id, _ts, stored in sorted(entries, key=lambda e: (e[0], not e[3])):
         if seq in fresh and seq not in claimed:
             claimed.add(seq)
+            acknowledged += 1
             continue
         repeats.add(record_id)
+        acknowledged += stored
         if stored:
             repeated_stored.add(seq)
     if repeated_stored:
@@ -148,6 +153,6 @@ def hold(conn: Connection, device_id: str, entries: Sequence[Entry],
     contiguous = int(first[0][0]) - 1 if first else max_seq
     execute(conn, "UPDATE device_seqs SET max_seq = ?, contiguous_through = ?,"
             " seq_count = ?, record_count = ? WHERE device_id = ?",
-            (max_seq, contiguous, seq_count + len(fresh), record_count + len(entries),
+            (max_seq, contiguous, seq_count + len(fresh), record_count + acknowledged,
              device_id))
     return repeats

@@ -38,14 +38,15 @@ class CloudState:
         """Create everything an app needs (the engine connects lazily, on first use)."""
         db = Database(settings)
         metrics = CloudMetrics()
+        store = BatchStore(db, settings.retention_days)
         return cls(
             settings=settings,
             db=db,
-            store=BatchStore(db, settings.retention_days),
+            store=store,
             auth=Authenticator(settings),
             metrics=metrics,
             batch_model=batch_model(settings.max_batch_records),
-            maintenance=Maintenance(db, settings, metrics),
+            maintenance=Maintenance(db, settings, metrics, on_cutoff=store.raise_cutoff),
         )
 
 
