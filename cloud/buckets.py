@@ -1,7 +1,9 @@
 """Time buckets of the rollups, and how a time window splits into whole buckets and edges.
 
 A rollup row sums the records of one device whose value (the timestamp, or for
-detections floor(timestamp)) falls in one bucket `[b, b + grain)`. A window
+detections floor(timestamp)) falls in one bucket `[b, b + grain)`. Records roll up per
+hour, minute and second; detections per hour and minute, on top of the per-second totals
+of `detection_counts`. A window
 `[since, until)` is answered from the whole buckets it contains, coarsest grain first,
 and only what is left at its two edges (less than the finest grain on each side) is read
 from the rows. The one rule that makes this exact:
@@ -33,7 +35,7 @@ __all__ = [
     "cover",
 ]
 
-RECORD_GRAINS = (3600, 60)  # prediction_rollups: hours, then minutes; edges from rows
+RECORD_GRAINS = (3600, 60, 1)  # prediction_rollups: hours, minutes, seconds; edges from rows
 DETECTION_GRAINS = (3600, 60)  # detection_rollups; then detection_counts (seconds)
 WILD = 2.0**40
 

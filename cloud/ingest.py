@@ -1,7 +1,9 @@
 """The hot path: store one validated batch exactly once, all or nothing.
 
 Exactly-once storage under at-least-once delivery rests on one statement: an atomic
-`INSERT … ON CONFLICT (device_id, record_id) DO NOTHING` (see `cloud.statements` for how
+`INSERT … ON CONFLICT (device_id, record_id) DO NOTHING` (on PostgreSQL, where the table
+is partitioned by day of the timestamp, the key is (device_id, record_id, ts): a re-send
+carries the record's timestamp unchanged; see `cloud.statements` for how
 each dialect receives the rows and learns which of them were new). The database, not
 Python, decides what is new, so two replicas (or two threads) storing overlapping batches
 at the same moment can never both store a record; there is no read-then-write window.
@@ -10,10 +12,18 @@ Detections per class are kept as running totals per (device, second of `timestam
 class), added in the same transaction and only for the records this transaction
 inserted, so a retried batch never counts twice. A batch of 512 records from one device
 spanning a few seconds becomes a few dozen upserts instead of one row per record and
-class; `cloud.queries` sums the totals (exactly, also for time windows).
+class; `cloud.queries` sums the totals (exactly, also for time windows). The same goes
+for the hour and minute rollups of the records and of the detections (`cloud.rollups`),
+and for the device's seq state (`cloud.seqstate`): a watermark plus missing ranges,
+advanced by the seqs this transaction acknowledged.
 
-Rows are inserted in record_id order, and totals in (second, class) order, so concurrent
-transactions on PostgreSQL take their locks in the same order and cannot deadlock. On
+With `EDGEBUF_RETENTION_DAYS`, a record older than the retention window (below the cutoff,
+`cloud.retention`) is acknowledged - counted in `accepted`, its seq held - but not stored,
+and counted as expired; re-sending it is a duplicate.
+
+Rows are inserted in record_id order, totals and rollups in key order, and the tables in
+one order (records, totals, rollups, seq state), so concurrent transactions on
+PostgreSQL take their locks in the same order and cannot deadlock. On
 SQLite, batches that arrive together share one commit (see `BatchStore`).
 """
 

@@ -1,9 +1,9 @@
 """Read side: statistics, paging through stored records, seq gaps and the seq watermark.
 
-`/stats` never scans the records: it sums rollups (`cloud.rollups`: per device, hour or
-minute, and model version) over the whole buckets inside the time window, and reads rows
-only for what the window's two edges cut out of a minute (through the (device_id, ts)
-index), so its cost grows with devices x buckets in the window, not with the records.
+`/stats` never scans the records: it sums rollups (`cloud.rollups`: per device, hour,
+minute or second, and model version) over the whole buckets inside the time window, and
+reads rows only for what the window's two edges cut out of a second (through the
+(device_id, ts) index), so its cost grows with devices x buckets in the window, not with the records.
 Detections per class work the same way over hour, minute and second totals; a bound
 inside a second recounts that second's records from their predictions. Distinct seqs
 per device in a window (for `missing_seqs`) are the records minus the repeats of a seq,
@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, and_, func, literal, or_, select
+from sqlalchemy import ColumnElement, Connection, func, literal, select, union_all
 
 from cloud.buckets import DETECTION_GRAINS, RECORD_GRAINS, cover
 from cloud.db import Database
@@ -114,10 +114,15 @@ def _range(column: Any, low: float | None, high: float | None) -> list[ColumnEle
     return where
 
 
-def _whole(table: Any, whole: tuple[tuple[int, float | None, float | None], ...]
-           ) -> ColumnElement[bool]:
-    return or_(*[and_(table.c.grain == grain, *_range(table.c.bucket, low, high))
-                 for grain, low, high in whole])
+def _per_range(table: Any, columns: list[Any], group: list[Any], where: list[Any],
+               whole: tuple[tuple[int, float | None, float | None], ...]) -> Any:
+    """One aggregate per whole-bucket range, as UNION ALL: each arm is a primary-key range
+    scan (grain, bucket, ...), which one OR of all the ranges would not be."""
+    arms = [select(*columns)
+            .where(table.c.grain == grain, *_range(table.c.bucket, low, high), *where)
+            .group_by(*group)
+            for grain, low, high in whole]
+    return arms[0] if len(arms) == 1 else union_all(*arms)
 
 
 def _devices(conn: Connection, device_id: str | None) -> list[str]:
@@ -153,9 +158,8 @@ def _detections_per_class(conn: Connection, filters: Filters, devices: list[str]
         seconds = cover(low, high, DETECTION_GRAINS)
         device_where = [] if filters.device_id is None else [DR.device_id == filters.device_id]
         if seconds.whole:
-            query = (select(DR.class_name, func.sum(DR.n))
-                     .where(_whole(detection_rollups, seconds.whole), *device_where)
-                     .group_by(DR.class_name))
+            query = _per_range(detection_rollups, [DR.class_name, func.sum(DR.n)],
+                               [DR.class_name], device_where, seconds.whole)
             for name, n in conn.execute(query):
                 counts[name] = counts.get(name, 0) + int(n)
         for start, end in seconds.rest:
@@ -196,13 +200,13 @@ def _record_figures(conn: Connection, filters: Filters, devices: list[str]) -> _
     window = cover(filters.since, filters.until, RECORD_GRAINS)
     device_where = [] if filters.device_id is None else [R.device_id == filters.device_id]
     if window.whole:
-        _merge(acc, conn.execute(
-            select(R.device_id, R.version_key, func.sum(R.n), func.min(R.min_seq),
-                   func.max(R.max_seq), func.min(R.min_ts), func.max(R.max_ts),
-                   func.max(R.max_received_at))
-            .where(_whole(prediction_rollups, window.whole), *device_where)
-            .group_by(R.device_id, R.version_key)
-        ))
+        _merge(acc, conn.execute(_per_range(
+            prediction_rollups,
+            [R.device_id, R.version_key, func.sum(R.n), func.min(R.min_seq),
+             func.max(R.max_seq), func.min(R.min_ts), func.max(R.max_ts),
+             func.max(R.max_received_at)],
+            [R.device_id, R.version_key], device_where, window.whole,
+        )))
     key = func.coalesce(literal("=") + P.model_version, literal(""))
     for start, end in window.rest:
         _merge(acc, conn.execute(

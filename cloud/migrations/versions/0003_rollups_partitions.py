@@ -4,7 +4,8 @@ Revision ID: 0003
 Revises: 0002
 Create Date: 2026-12-01
 
-Adds `prediction_rollups` and `detection_rollups` (per hour and per minute),
+Adds `prediction_rollups` (per hour, minute and second), `detection_rollups` (per hour
+and minute),
 `device_seqs` + `seq_missing` (the seqs each device holds, as a watermark plus missing
 ranges), `seq_repeats` (records sharing a seq) and `cloud_state`, and fills them all from
 the stored rows, so every figure of `/stats` and `/devices/{id}/gaps` is what it was. The
@@ -33,7 +34,8 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 WILD = 2.0**40
-GRAINS = (3600, 60)
+RECORD_GRAINS = (3600, 60, 1)
+DETECTION_GRAINS = (3600, 60)
 DAY = 86_400
 # Days outside this range (year 1970 to 2100) stay in the default partition.
 FIRST_DAY, LAST_DAY = 0, 4_102_444_800 // DAY
@@ -121,7 +123,7 @@ def _create_tables() -> None:
 
 
 def _backfill(dialect: str) -> None:
-    for grain in GRAINS:
+    for grain in RECORD_GRAINS:
         op.execute(
             "INSERT INTO prediction_rollups (grain, bucket, device_id, version_key, n,"
             " min_seq, max_seq, min_ts, max_ts, max_received_at)"
@@ -129,6 +131,7 @@ def _backfill(dialect: str) -> None:
             " COALESCE('=' || model_version, ''), count(*), min(seq), max(seq), min(ts),"
             " max(ts), max(received_at) FROM predictions GROUP BY 2, 3, 4"
         )
+    for grain in DETECTION_GRAINS:
         op.execute(
             "INSERT INTO detection_rollups (grain, bucket, device_id, class_name, n)"
             f" SELECT {grain}, {_bucket_sql('bucket', grain, dialect)}, device_id,"
