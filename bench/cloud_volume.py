@@ -360,7 +360,7 @@ def main() -> None:
                    help="ingest rounds per size, alternating with the empty database")
     args = p.parse_args()
     if args.smoke:
-        sizes = [20_000, 60_000]
+        sizes = [10_000, 30_000]
         args.reads, args.ingest_batches, args.batch, args.rounds = 3, 8, 64, 1
     else:
         sizes = [int(float(s) * 1_000_000) for s in args.sizes.split(",")]

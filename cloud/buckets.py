@@ -11,10 +11,10 @@ from the rows. The one rule that makes this exact:
     a value v is counted by the rollup range [a, b) of grain g  <=>  a <= v < b
 
 which holds because `bucket(v, g)` is the exact aligned floor (`bucket <= v <
-bucket + g`, a multiple of g), and `a`, `b` are multiples of g. Beyond +-2**40 seconds
-(about 35,000 years) aligned arithmetic on doubles stops being exact, so a value out
-there is its own bucket (`bucket(v) = v`) and the window bounds are used as they are;
-the rule above still holds. The same function is written in SQL (`bucket_sql`) for the
+bucket + g`, a multiple of g), and `a`, `b` are multiples of g. Far out (+-WILD, about
+30,000 years, itself a multiple of every grain so no bucket straddles it) a value is its
+own bucket (`bucket(v) = v`) and the window bounds are used as they are; the rule above
+still holds. The same function is written in SQL (`bucket_sql`) for the
 back-fills, and a test checks that both agree.
 """
 
@@ -37,7 +37,7 @@ __all__ = [
 
 RECORD_GRAINS = (3600, 60, 1)  # prediction_rollups: hours, minutes, seconds; edges from rows
 DETECTION_GRAINS = (3600, 60)  # detection_rollups; then detection_counts (seconds)
-WILD = 2.0**40
+WILD = 3600.0 * 2**28  # ~9.7e11 s (30,000 years): a multiple of every grain
 
 
 def bucket(value: float, grain: int) -> float:

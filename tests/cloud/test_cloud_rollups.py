@@ -114,7 +114,8 @@ def recounted(api: Any) -> dict[str, list[tuple[Any, ...]]]:
 values = st.one_of(
     st.floats(-1e12, 1e12, allow_nan=False), st.floats(allow_nan=False, allow_infinity=False),
     st.integers(-10**7, 10**7).map(lambda k: k * 60.0),
-    st.sampled_from([WILD, -WILD, WILD - 0.5, -WILD + 0.5, T0, T0 - 1e-6, 0.0, -0.0]),
+    st.sampled_from([WILD, -WILD, WILD - 0.5, -WILD + 0.5, -WILD + 2175.0, WILD - 3599.5,
+                     2.0**40, T0, T0 - 1e-6, 0.0, -0.0]),
 )
 
 
@@ -146,7 +147,7 @@ def test_cover_counts_each_value_once_exactly_inside_the_window(since, until, po
 def test_bucket_sql_equals_python(api):
     rng = random.Random(3)
     samples = [T0 + rng.uniform(-1e6, 1e6) for _ in range(200)] + [
-        WILD, -WILD, WILD - 0.5, -WILD + 0.25, -1.5, -60.0, -59.999, 0.0, 3599.9999999,
+        WILD, -WILD, WILD - 0.5, -WILD + 0.25, -WILD + 2175, 2.0**40, -1.5, -60.0, -59.999, 0.0, 3599.9999999,
         2.0**60 + 4096, -(2.0**62), 1e300, T0 - 1e-6, 120.0]
     dialect = api.app.state.cloud.db.dialect
     with api.app.state.cloud.db.engine.connect() as conn:

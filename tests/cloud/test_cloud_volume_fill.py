@@ -23,7 +23,7 @@ import cloud_volume  # noqa: E402
 
 BASE = 1_764_370_000.0
 DEVICES = 3
-STEPS = ((0, 900), (900, 2_500))
+STEPS = ((0, 500), (500, 1_200))
 
 
 def _tables(url: str) -> dict[str, list[tuple[Any, ...]]]:
@@ -51,7 +51,7 @@ def _tables(url: str) -> dict[str, list[tuple[Any, ...]]]:
 
 def test_the_benchmarks_fill_equals_ingest_through_the_service(
         database_url, make_cloud_client, request, monkeypatch):
-    monkeypatch.setattr(cloud_volume, "GAP_EVERY", 700)  # gaps inside this small fill too
+    monkeypatch.setattr(cloud_volume, "GAP_EVERY", 400)  # gaps inside this small fill too
     # The service's copy, on the parametrized backend ...
     api = make_cloud_client()
     texts = cloud_volume.templates()

@@ -33,7 +33,7 @@ down_revision: str | Sequence[str] | None = "0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-WILD = 2.0**40
+WILD = 3600.0 * 2**28  # ~9.7e11 s (30,000 years): a multiple of every grain
 RECORD_GRAINS = (3600, 60, 1)
 DETECTION_GRAINS = (3600, 60)
 DAY = 86_400
