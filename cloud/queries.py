@@ -351,7 +351,7 @@ def device_gaps(db: Database, device_id: str, limit: int) -> dict[str, Any] | No
             first = conn.execute(
                 select(M.hi).where(M.device_id == device_id).order_by(M.hi).limit(1)
             ).scalar()
-            low = int(first) + 1
+            low = int(first or 0) + 1
         gaps = _missing(conn, device_id, low, limit)
     return {
         "device_id": device_id,
