@@ -53,6 +53,15 @@ def _prepare_schema(state: CloudState) -> None:
         raise
 
 
+def _start_maintenance(state: CloudState) -> None:
+    """One maintenance round before serving (partitions ahead), then the periodic thread."""
+    try:
+        state.maintenance.run_once()
+    except Exception:  # noqa: BLE001 - records still land (default partition); retried later
+        log.warning("start-up maintenance failed; the periodic round retries", exc_info=True)
+    state.maintenance.start()
+
+
 def _install_openapi(app: FastAPI, state: CloudState) -> None:
     """Document the hand-parsed `/log` body (FastAPI cannot see it) from its model."""
 
@@ -83,8 +92,10 @@ def create_app(settings: CloudSettings | None = None) -> FastAPI:
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         try:
             await run_in_threadpool(_prepare_schema, state)
+            await run_in_threadpool(_start_maintenance, state)
             yield
         finally:
+            await run_in_threadpool(state.maintenance.stop)
             state.db.dispose()
 
     app = FastAPI(title=TITLE, version=VERSION, description=DESCRIPTION, lifespan=lifespan)

@@ -1,7 +1,9 @@
 """The hot path: store one validated batch exactly once, all or nothing.
 
 Exactly-once storage under at-least-once delivery rests on one statement: an atomic
-`INSERT … ON CONFLICT (device_id, record_id) DO NOTHING` (see `cloud.statements` for how
+`INSERT … ON CONFLICT (device_id, record_id) DO NOTHING` (on PostgreSQL, where the table
+is partitioned by day of the timestamp, the key is (device_id, record_id, ts): a re-send
+carries the record's timestamp unchanged; see `cloud.statements` for how
 each dialect receives the rows and learns which of them were new). The database, not
 Python, decides what is new, so two replicas (or two threads) storing overlapping batches
 at the same moment can never both store a record; there is no read-then-write window.
@@ -10,10 +12,18 @@ Detections per class are kept as running totals per (device, second of `timestam
 class), added in the same transaction and only for the records this transaction
 inserted, so a retried batch never counts twice. A batch of 512 records from one device
 spanning a few seconds becomes a few dozen upserts instead of one row per record and
-class; `cloud.queries` sums the totals (exactly, also for time windows).
+class; `cloud.queries` sums the totals (exactly, also for time windows). The same goes
+for the hour and minute rollups of the records and of the detections (`cloud.rollups`),
+and for the device's seq state (`cloud.seqstate`): a watermark plus missing ranges,
+advanced by the seqs this transaction acknowledged.
 
-Rows are inserted in record_id order, and totals in (second, class) order, so concurrent
-transactions on PostgreSQL take their locks in the same order and cannot deadlock. On
+With `EDGEBUF_RETENTION_DAYS`, a record older than the retention window (below the cutoff,
+`cloud.retention`) is acknowledged - counted in `accepted`, its seq held - but not stored,
+and counted as expired; re-sending it is a duplicate.
+
+Rows are inserted in record_id order, totals and rollups in key order, and the tables in
+one order (records, totals, rollups, seq state), so concurrent transactions on
+PostgreSQL take their locks in the same order and cannot deadlock. On
 SQLite, batches that arrive together share one commit (see `BatchStore`).
 """
 
@@ -23,7 +33,8 @@ import json
 import math
 import sqlite3
 import threading
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
@@ -35,7 +46,10 @@ from sqlalchemy import exc as sa_exc
 
 from cloud.db import Database
 from cloud.errors import translate_db_errors
-from cloud.statements import writer_for
+from cloud.retention import retention_cutoff
+from cloud.rollups import detection_rollups, record_rollups
+from cloud.seqstate import Entry, hold
+from cloud.statements import Aggregates, writer_for
 from cloud.wire import Batch, Record
 
 __all__ = ["MAX_CLASS_NAME", "BatchStore", "StoreResult", "count_classes", "tally"]
@@ -117,6 +131,7 @@ class StoreResult:
 
     accepted: int
     duplicates: int
+    expired: int = 0  # of `accepted`: older than the retention window, held but not stored
 
 
 def _not_storable(index: int, error: object) -> HTTPException:
@@ -160,8 +175,11 @@ class _Job:
     device_id: str
     rows: list[tuple[Any, ...]]
     unique: list[Record]
-    totals: list[tuple[float, str, int]]
+    aggregates: Aggregates
+    received_at: float
+    expired: list[Record]
     accepted: int = 0
+    expired_accepted: int = 0
     error: BaseException | None = None
     done: bool = False
 
@@ -181,12 +199,21 @@ class BatchStore:
     MAX_GROUP_BATCHES = 64
     MAX_GROUP_ROWS = 20_000
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, retention_days: float | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self._db = db
+        self._retention_days = retention_days
+        self._clock = clock
+        self._cutoff_floor: float | None = None  # what maintenance recorded (any replica)
         self._writer = writer_for(db.dialect)
         self._group_commit = db.is_sqlite
         self._queue: list[_Job] = []
         self._queue_lock = threading.Lock()
+
+    def raise_cutoff(self, cutoff: float | None) -> None:
+        """Treat everything below `cutoff` (the one maintenance recorded) as expired."""
+        if cutoff is not None and (self._cutoff_floor is None or cutoff > self._cutoff_floor):
+            self._cutoff_floor = cutoff
 
     def store(self, batch: Batch, received_at: float) -> StoreResult:
         """Store the batch's new records and add their class counts; all or nothing.
@@ -199,6 +226,15 @@ class BatchStore:
         if len({record[0] for record in unique}) != len(unique):
             unique = [r for i, r in enumerate(unique) if i == 0 or r[0] != unique[i - 1][0]]
         device_id, batch_id = batch.device_id, batch.batch_id
+        expired: list[Record] = []
+        if self._retention_days is not None:
+            # Late records older than the window: acknowledged (their seqs held), not stored.
+            cutoff = retention_cutoff(self._clock(), self._retention_days)
+            if self._cutoff_floor is not None and self._cutoff_floor > cutoff:
+                cutoff = self._cutoff_floor  # a replica with a faster clock expired more
+            if any(record[3] < cutoff for record in unique):
+                expired = [record for record in unique if record[3] < cutoff]
+                unique = [record for record in unique if record[3] >= cutoff]
         rows: list[tuple[Any, ...]] = []
         append = rows.append
         for record in unique:
@@ -212,7 +248,9 @@ class BatchStore:
             append((device_id, record[0], record[1], record[2], record[3], record[4],
                     prediction, received_at, batch_id))
         # Counted outside the lock; redone for the new ones if some were stored before.
-        job = _Job(device_id, rows, unique, tally(unique))
+        job = _Job(device_id, rows, unique,
+                   _aggregates(unique, received_at, None if expired else _seq_run(unique)),
+                   received_at, expired)
 
         with translate_db_errors():
             if self._group_commit:
@@ -228,17 +266,35 @@ class BatchStore:
                     job.accepted = self._write(conn, job)
         if job.accepted:
             self._db.committed()
-        return StoreResult(accepted=job.accepted, duplicates=len(records) - job.accepted)
+        return StoreResult(accepted=job.accepted, duplicates=len(records) - job.accepted,
+                           expired=job.expired_accepted)
 
     def _write(self, conn: Connection, job: _Job) -> int:
         """The statements of one batch, inside the caller's transaction."""
         writer = self._writer
-        accepted, new_ids = writer.insert_records(conn, job.rows, job.totals)
+        accepted, new_ids, advanced = 0, None, False
+        if job.rows:
+            accepted, new_ids, advanced = writer.insert_records(conn, job.rows, job.aggregates)
         if new_ids is not None:  # some records were stored before: count only the rest
-            totals = tally(record for record in job.unique if record[0] in new_ids)
-            if totals:
-                writer.add_counts(conn, job.device_id, totals)
-        return accepted
+            new = [record for record in job.unique if record[0] in new_ids]
+        elif accepted == len(job.rows):
+            new = job.unique
+        else:
+            new = []
+        if new_ids is not None and new:
+            writer.add_aggregates(conn, job.device_id, _aggregates(new, job.received_at, None))
+        job.expired_accepted = 0
+        if not advanced and (new or job.expired):
+            # The seq state after the aggregates: the order in which every transaction
+            # takes its row locks (the insert statement's own fast path does the same).
+            entries: list[Entry] = [(r[1], r[0], r[3], True) for r in new]
+            entries += [(r[1], r[0], r[3], False) for r in job.expired]
+            # On PostgreSQL the insert statement already tried the run (`cloud.statements`).
+            run = (job.aggregates.seq_run
+                   if self._db.is_sqlite and new is job.unique and not job.expired else None)
+            repeats = hold(conn, job.device_id, entries, run)
+            job.expired_accepted = sum(1 for r in job.expired if r[0] not in repeats)
+        return accepted + job.expired_accepted
 
     def _write_queued(self) -> None:
         """Write the oldest queued batches in one transaction (SQLite, write lock held)."""
@@ -279,6 +335,24 @@ class BatchStore:
         finally:
             for job in group:
                 job.done = True
+
+
+def _seq_run(records: list[Record]) -> tuple[int, int] | None:
+    """(lo, hi) when the records' seqs are exactly lo..hi, one record each, else None."""
+    if not records:
+        return None
+    seqs = [record[1] for record in records]
+    lo, hi = min(seqs), max(seqs)
+    if hi - lo + 1 != len(seqs) or len(set(seqs)) != len(seqs):
+        return None
+    return lo, hi
+
+
+def _aggregates(records: list[Record], received_at: float,
+                run: tuple[int, int] | None) -> Aggregates:
+    totals = tally(records)
+    return Aggregates(totals, detection_rollups(totals), record_rollups(records, received_at),
+                      run)
 
 
 def _index(records: list[Record], record: Record) -> int:

@@ -64,6 +64,8 @@ class CloudMetrics:
             registry=self.registry,
         )
 
+        add_retention_metrics(self)
+
     def render(self) -> bytes:
         """Return the registry in the Prometheus text exposition format."""
         return generate_latest(self.registry)
@@ -95,3 +97,30 @@ class MetricsMiddleware:
             path = getattr(route, "path", None) or "<unmatched>"
             self.metrics.requests.labels(path, scope["method"], str(status)).inc()
 
+
+
+def add_retention_metrics(metrics: CloudMetrics) -> None:
+    """Counters of retention and maintenance (issue 13), on `metrics`' registry."""
+    metrics.records_expired = Counter(  # type: ignore[attr-defined]
+        "edgebuf_cloud_records_expired",
+        "Records older than the retention window that arrived late: acknowledged (their "
+        "seqs held, counted in records_accepted), not stored.",
+        registry=metrics.registry,
+    )
+    metrics.maintenance_runs = Counter(  # type: ignore[attr-defined]
+        "edgebuf_cloud_maintenance_runs",
+        "Maintenance rounds by outcome (ran, skipped: another replica held the lock, failed).",
+        ["outcome"],
+        registry=metrics.registry,
+    )
+    metrics.partitions_dropped = Counter(  # type: ignore[attr-defined]
+        "edgebuf_cloud_partitions_dropped",
+        "Day partitions dropped by retention (PostgreSQL).",
+        registry=metrics.registry,
+    )
+    metrics.rows_expired = Counter(  # type: ignore[attr-defined]
+        "edgebuf_cloud_rows_expired",
+        "Stored rows removed by retention (chunked deletes; rows of dropped partitions "
+        "are not counted one by one).",
+        registry=metrics.registry,
+    )

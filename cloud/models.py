@@ -45,6 +45,7 @@ __all__ = [
     "PredictionsPage",
     "StatsResponse",
     "StoredPrediction",
+    "WatermarkResponse",
     "batch_model",
     "parse_epoch",
 ]
@@ -229,3 +230,26 @@ class GapsResponse(BaseModel):
     count: int
     missing: int
     gaps: list[tuple[int, int]]
+
+
+class WatermarkResponse(BaseModel):
+    """Answer to `GET /devices/{device_id}/watermark`: which seqs the cloud holds.
+
+    "Held" means acknowledged: stored, or accepted as expired under retention. An unknown
+    device holds nothing (zeros, no ranges).
+    """
+
+    device_id: str
+    contiguous_through: int = Field(
+        description="Highest W such that every seq in [1, W] is held (0 if seq 1 is not)."
+    )
+    max_seq: int = Field(description="Highest seq held (0 when none).")
+    count: int = Field(description="Number of distinct seqs held.")
+    missing: list[tuple[int, int]] = Field(
+        description="Inclusive ranges of seqs not held, inside [max(from_seq, "
+        "contiguous_through + 1), max_seq], ascending, at most `limit` of them."
+    )
+    complete: bool = Field(
+        description="False when `missing` was cut at `limit` (seqs above the last listed "
+        "range's end are then not reported on)."
+    )

@@ -1,10 +1,17 @@
-"""Read side: statistics, paging through stored records, and seq gaps, all in SQL.
+"""Read side: statistics, paging through stored records, seq gaps and the seq watermark.
 
-Every figure is an aggregate the database computes (COUNT, MIN/MAX, GROUP BY, a LEAD()
-window); no endpoint loads rows into Python to count them, so the cost of `/stats` grows
-with the number of devices and classes, not with the number of records. The one
-exception is bounded: a time bound that falls inside a second makes `/stats` recount the
-detections of that second's records from their predictions (see `_detections_per_class`).
+`/stats` never scans the records: it sums rollups (`cloud.rollups`: per device, hour,
+minute or second, and model version) over the whole buckets inside the time window, and
+reads rows only for what the window's two edges cut out of a second (through the
+(device_id, ts) index), so its cost grows with devices x buckets in the window, not with the records.
+Detections per class work the same way over hour, minute and second totals; a bound
+inside a second recounts that second's records from their predictions. Distinct seqs
+per device in a window (for `missing_seqs`) are the records minus the repeats of a seq,
+which `seq_repeats` lists. `/devices/{id}/gaps` and `/devices/{id}/watermark` read the
+incremental seq state (`cloud.seqstate`): O(ranges returned).
+
+Under retention the figures are those of the records kept: everything below the cutoff
+that maintenance recorded is left out, even while its rows are still being deleted.
 """
 
 from __future__ import annotations
@@ -16,17 +23,34 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, distinct, func, select
+from sqlalchemy import ColumnElement, Connection, func, literal, select, union_all
 
+from cloud.buckets import DETECTION_GRAINS, RECORD_GRAINS, cover
 from cloud.db import Database
 from cloud.errors import translate_db_errors
 from cloud.ingest import count_classes
-from cloud.schema import detection_counts, predictions
+from cloud.schema import (
+    cloud_state,
+    detection_counts,
+    detection_rollups,
+    device_seqs,
+    prediction_rollups,
+    predictions,
+    seq_missing,
+    seq_repeats,
+)
 
-__all__ = ["Filters", "device_gaps", "predictions_page", "stats"]
+__all__ = ["CUTOFF_NAME", "Filters", "device_gaps", "predictions_page", "read_cutoff",
+           "stats", "watermark"]
 
 P = predictions.c
 D = detection_counts.c
+DR = detection_rollups.c
+R = prediction_rollups.c
+S = device_seqs.c
+M = seq_missing.c
+X = seq_repeats.c
+CUTOFF_NAME = "retention_cutoff"
 
 
 @dataclass(frozen=True)
@@ -48,6 +72,12 @@ class Filters:
             where.append(P.ts < self.until)
         return where
 
+    def kept(self, cutoff: float | None) -> Filters:
+        """These filters narrowed to the records retention keeps (ts >= cutoff)."""
+        if cutoff is None or (self.since is not None and self.since >= cutoff):
+            return self
+        return Filters(self.device_id, cutoff, self.until)
+
 
 @contextlib.contextmanager
 def _snapshot(db: Database) -> Iterator[Connection]:
@@ -63,96 +93,185 @@ def _snapshot(db: Database) -> Iterator[Connection]:
             yield conn
 
 
+def read_cutoff(conn: Connection) -> float | None:
+    """The retention cutoff maintenance applied (None: nothing ever expired)."""
+    value = conn.execute(
+        select(cloud_state.c.value).where(cloud_state.c.name == CUTOFF_NAME)
+    ).scalar()
+    return None if value is None else float(value)
+
+
 def _num(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
-def _detections_per_class(conn: Connection, filters: Filters) -> dict[str, int]:
-    """Sum the per-second totals; count the seconds a time bound cuts from the records.
+def _range(column: Any, low: float | None, high: float | None) -> list[ColumnElement[bool]]:
+    where: list[ColumnElement[bool]] = []
+    if low is not None:
+        where.append(column >= low)
+    if high is not None:
+        where.append(column < high)
+    return where
 
-    A record counts if since <= ts < until, and its detections sit in the total of
-    bucket = floor(ts). All of a bucket's records are inside the window exactly when
-    ceil(since) <= bucket < floor(until) (both bounds are integers, exact as doubles), so
-    those totals are summed in SQL. What the window holds outside that range, i.e. the
-    records of the at most two seconds the bounds fall inside, are counted from their
-    stored predictions - bounded by two seconds of data per device, however long the
-    window. Sorted by class name, the same on both backends.
+
+def _per_range(table: Any, columns: list[Any], group: list[Any], where: list[Any],
+               whole: tuple[tuple[int, float | None, float | None], ...]) -> Any:
+    """One aggregate per whole-bucket range, as UNION ALL: each arm is a primary-key range
+    scan (grain, bucket, ...), which one OR of all the ranges would not be."""
+    arms = [select(*columns)
+            .where(table.c.grain == grain, *_range(table.c.bucket, low, high), *where)
+            .group_by(*group)
+            for grain, low, high in whole]
+    return arms[0] if len(arms) == 1 else union_all(*arms)
+
+
+def _devices(conn: Connection, device_id: str | None) -> list[str]:
+    """The devices whose rows an edge read must look at (the index leads with device)."""
+    if device_id is not None:
+        return [device_id]
+    return list(conn.execute(select(S.device_id).order_by(S.device_id)).scalars())
+
+
+def _detections_per_class(conn: Connection, filters: Filters, devices: list[str]
+                          ) -> dict[str, int]:
+    """Hour and minute rollups, then seconds, then the records of cut seconds.
+
+    A record counts if since <= ts < until and its detections sit in the totals of
+    second F = floor(ts). All of a second's records are inside the window exactly when
+    ceil(since) <= F < floor(until) (integers, exact as doubles); that range of seconds
+    is split into whole hours, whole minutes and single seconds (`cloud.buckets.cover`).
+    The records of the at most two seconds the bounds fall inside are counted from their
+    stored predictions. Sorted by class name, the same on both backends.
     """
     since, until = filters.since, filters.until
     low = None if since is None else float(math.ceil(since))
     high = None if until is None else float(math.floor(until))
-    where: list[ColumnElement[bool]] = []
-    if filters.device_id is not None:
-        where.append(D.device_id == filters.device_id)
-    if low is not None:
-        where.append(D.bucket >= low)
-    if high is not None:
-        where.append(D.bucket < high)
     edges: list[tuple[float | None, float | None]] = []
+    counts: dict[str, int] = {}
     if low is not None and high is not None and low > high:
-        edges.append((since, until))  # inside one second: no whole bucket in between
+        edges.append((since, until))  # inside one second: no whole second in between
     else:
         if since is not None and since < low:  # type: ignore[operator]
             edges.append((since, low))
         if until is not None and high < until:  # type: ignore[operator]
             edges.append((high, until))
-    counts: dict[str, int] = {}
-    if low is None or high is None or low <= high:
-        query = select(D.class_name, func.sum(D.n)).where(*where).group_by(D.class_name)
-        for name, n in conn.execute(query):
-            counts[name] = int(n)
+        seconds = cover(low, high, DETECTION_GRAINS)
+        device_where = [] if filters.device_id is None else [DR.device_id == filters.device_id]
+        if seconds.whole:
+            query = _per_range(detection_rollups, [DR.class_name, func.sum(DR.n)],
+                               [DR.class_name], device_where, seconds.whole)
+            for name, n in conn.execute(query):
+                counts[name] = counts.get(name, 0) + int(n)
+        for start, end in seconds.rest:
+            query = (select(D.class_name, func.sum(D.n))
+                     .where(D.device_id.in_(devices), *_range(D.bucket, start, end))
+                     .group_by(D.class_name))
+            for name, n in conn.execute(query):
+                counts[name] = counts.get(name, 0) + int(n)
     for start, end in edges:
-        part = Filters(filters.device_id, start, end)
-        for (text,) in conn.execute(select(P.prediction).where(*part.clauses())):
+        query = select(P.prediction).where(P.device_id.in_(devices), *_range(P.ts, start, end))
+        for (text,) in conn.execute(query):
             for name, n in count_classes(json.loads(text)).items():
                 counts[name] = counts.get(name, 0) + n
     return dict(sorted(counts.items()))
 
 
+# per (device, version_key): [n, min_seq, max_seq, min_ts, max_ts, max_received_at]
+_Acc = dict[tuple[str, str], list[Any]]
+
+
+def _merge(acc: _Acc, rows: Any) -> None:
+    for device, key, n, min_seq, max_seq, min_ts, max_ts, received in rows:
+        if not n:
+            continue
+        values = [int(n), int(min_seq), int(max_seq), float(min_ts), float(max_ts),
+                  float(received)]
+        old = acc.get((device, key))
+        if old is None:
+            acc[(device, key)] = values
+        else:
+            acc[(device, key)] = [old[0] + values[0], min(old[1], values[1]),
+                                  max(old[2], values[2]), min(old[3], values[3]),
+                                  max(old[4], values[4]), max(old[5], values[5])]
+
+
+def _record_figures(conn: Connection, filters: Filters, devices: list[str]) -> _Acc:
+    acc: _Acc = {}
+    window = cover(filters.since, filters.until, RECORD_GRAINS)
+    device_where = [] if filters.device_id is None else [R.device_id == filters.device_id]
+    if window.whole:
+        _merge(acc, conn.execute(_per_range(
+            prediction_rollups,
+            [R.device_id, R.version_key, func.sum(R.n), func.min(R.min_seq),
+             func.max(R.max_seq), func.min(R.min_ts), func.max(R.max_ts),
+             func.max(R.max_received_at)],
+            [R.device_id, R.version_key], device_where, window.whole,
+        )))
+    key = func.coalesce(literal("=") + P.model_version, literal(""))
+    for start, end in window.rest:
+        _merge(acc, conn.execute(
+            select(P.device_id, key, func.count(), func.min(P.seq), func.max(P.seq),
+                   func.min(P.ts), func.max(P.ts), func.max(P.received_at))
+            .where(P.device_id.in_(devices), *_range(P.ts, start, end))
+            .group_by(P.device_id, key)
+        ))
+    return acc
+
+
+def _repeats(conn: Connection, filters: Filters) -> dict[str, int]:
+    """Per device: records in the window minus distinct seqs in the window."""
+    where = _range(X.ts, filters.since, filters.until)
+    if filters.device_id is not None:
+        where.append(X.device_id == filters.device_id)
+    extra: dict[str, int] = {}
+    query = (select(X.device_id, func.count()).where(*where)
+             .group_by(X.device_id, X.seq).having(func.count() > 1))
+    for device, n in conn.execute(query):
+        extra[device] = extra.get(device, 0) + int(n) - 1
+    return extra
+
+
 def stats(db: Database, filters: Filters) -> dict[str, Any]:
     """Return totals, per-device figures, per-model counts and detections per class."""
-    where = filters.clauses()
     with _snapshot(db) as conn:
-        total = conn.execute(
-            select(
-                func.count(), func.count(distinct(P.device_id)),
-                func.min(P.ts), func.max(P.ts), func.max(P.received_at),
-            ).where(*where)
-        ).one()
-        devices = conn.execute(
-            select(
-                P.device_id, func.count(), func.min(P.ts), func.max(P.ts),
-                func.max(P.received_at), func.min(P.seq), func.max(P.seq),
-                func.count(distinct(P.seq)),
-            ).where(*where).group_by(P.device_id).order_by(P.device_id)
-        ).all()
-        versions = conn.execute(
-            select(P.model_version, func.count())
-            .where(*where)
-            .group_by(P.model_version)
-            .order_by(P.model_version.asc().nulls_first())
-        ).all()
-        classes = _detections_per_class(conn, filters)
+        filters = filters.kept(read_cutoff(conn))
+        devices = _devices(conn, filters.device_id)
+        acc = _record_figures(conn, filters, devices)
+        repeats = _repeats(conn, filters)
+        classes = _detections_per_class(conn, filters, devices)
+    per_device: dict[str, list[Any]] = {}
+    versions: dict[str, int] = {}
+    for (device, key), (n, min_seq, max_seq, min_ts, max_ts, received) in acc.items():
+        versions[key] = versions.get(key, 0) + n
+        old = per_device.get(device)
+        per_device[device] = ([n, min_seq, max_seq, min_ts, max_ts, received] if old is None
+                              else [old[0] + n, min(old[1], min_seq), max(old[2], max_seq),
+                                    min(old[3], min_ts), max(old[4], max_ts),
+                                    max(old[5], received)])
+    rows = sorted(per_device.items())
     return {
-        "total_records": total[0],
-        "device_count": total[1],
-        "first_timestamp": _num(total[2]),
-        "last_timestamp": _num(total[3]),
-        "last_received_at": _num(total[4]),
+        "total_records": sum(row[0] for _, row in rows),
+        "device_count": len(rows),
+        "first_timestamp": min((row[3] for _, row in rows), default=None),
+        "last_timestamp": max((row[4] for _, row in rows), default=None),
+        "last_received_at": max((row[5] for _, row in rows), default=None),
         "devices": [
             {
-                "device_id": row[0],
-                "count": row[1],
-                "first_timestamp": _num(row[2]),
-                "last_timestamp": _num(row[3]),
-                "last_received_at": _num(row[4]),
-                "min_seq": row[5],
-                "max_seq": row[6],
-                "missing_seqs": row[6] - row[5] + 1 - row[7],
+                "device_id": device,
+                "count": n,
+                "first_timestamp": min_ts,
+                "last_timestamp": max_ts,
+                "last_received_at": received,
+                "min_seq": min_seq,
+                "max_seq": max_seq,
+                "missing_seqs": max_seq - min_seq + 1 - (n - repeats.get(device, 0)),
             }
-            for row in devices
+            for device, (n, min_seq, max_seq, min_ts, max_ts, received) in rows
         ],
-        "model_versions": [{"model_version": mv, "count": n} for mv, n in versions],
+        "model_versions": [
+            {"model_version": key[1:] if key else None, "count": n}
+            for key, n in sorted(versions.items())
+        ],
         "detections_per_class": classes,
     }
 
@@ -178,6 +297,9 @@ def predictions_page(
         .limit(limit + 1)  # one extra row tells whether another page exists
     )
     with translate_db_errors(), db.engine.connect() as conn:
+        cutoff = read_cutoff(conn)
+        if cutoff is not None:  # records retention expired, possibly not yet deleted
+            query = query.where(P.ts >= cutoff)
         rows = conn.execute(query).all()
     more = len(rows) > limit
     rows = rows[:limit]
@@ -197,36 +319,70 @@ def predictions_page(
     return items, (rows[-1].id if more and rows else None)
 
 
-def device_gaps(db: Database, device_id: str, limit: int) -> dict[str, Any] | None:
-    """Return the device's seq range and its missing ranges, or None for an unknown device.
+def _seq_state(conn: Connection, device_id: str) -> Any:
+    return conn.execute(
+        select(S.max_seq, S.contiguous_through, S.seq_count, S.record_count)
+        .where(S.device_id == device_id)
+    ).one_or_none()
 
-    A gap is found where LEAD(seq) OVER (ORDER BY seq) jumps by more than one; repeated
-    seqs (two records with one seq) neither create gaps nor hide them.
+
+def _missing(conn: Connection, device_id: str, start: int, limit: int) -> list[list[int]]:
+    """Up to `limit` missing ranges ending at or above `start`, cut to start at `start`."""
+    rows = conn.execute(
+        select(M.lo, M.hi).where(M.device_id == device_id, M.hi >= start)
+        .order_by(M.hi).limit(limit)
+    ).all()
+    return [[max(int(lo), start), int(hi)] for lo, hi in rows]
+
+
+def device_gaps(db: Database, device_id: str, limit: int) -> dict[str, Any] | None:
+    """The device's held seq range and the missing ranges inside it; None if unknown.
+
+    From the incremental seq state, so seqs acknowledged and later expired by retention
+    still count as held. `count` is the records acknowledged (two may share a seq).
     """
     with _snapshot(db) as conn:
-        summary = conn.execute(
-            select(
-                func.min(P.seq), func.max(P.seq), func.count(), func.count(distinct(P.seq))
-            ).where(P.device_id == device_id)
-        ).one()
-        if summary[2] == 0:
+        state = _seq_state(conn, device_id)
+        if state is None:
             return None
-        ordered = select(
-            P.seq.label("seq"), func.lead(P.seq).over(order_by=P.seq).label("next_seq")
-        ).where(P.device_id == device_id).subquery()
-        gaps = conn.execute(
-            select(ordered.c.seq + 1, ordered.c.next_seq - 1)
-            # Not `next_seq > seq + 1`: at seq = 2**63-1 that overflows BIGINT on PostgreSQL.
-            .where(ordered.c.next_seq - ordered.c.seq > 1)
-            .order_by(ordered.c.seq)
-            .limit(limit)
-        ).all()
-    low, high, count, distinct_seqs = summary
+        max_seq, contiguous, distinct, records = (int(v) for v in state)
+        low = 1
+        if contiguous == 0:  # seq 1 is missing: the held range starts after the first gap
+            first = conn.execute(
+                select(M.hi).where(M.device_id == device_id).order_by(M.hi).limit(1)
+            ).scalar()
+            low = int(first or 0) + 1
+        gaps = _missing(conn, device_id, low, limit)
     return {
         "device_id": device_id,
         "min_seq": low,
-        "max_seq": high,
-        "count": count,
-        "missing": high - low + 1 - distinct_seqs,
-        "gaps": [[start, end] for start, end in gaps],
+        "max_seq": max_seq,
+        "count": records,
+        "missing": max_seq - low + 1 - distinct,
+        "gaps": gaps,
+    }
+
+
+def watermark(db: Database, device_id: str, from_seq: int, limit: int) -> dict[str, Any]:
+    """What the cloud holds of a device's seqs, for the edge's reconciliation.
+
+    `missing` lists the ranges not held inside [max(from_seq, contiguous_through + 1),
+    max_seq], at most `limit` of them (`complete` false when cut there). An unknown
+    device holds nothing: zeros and no ranges.
+    """
+    with _snapshot(db) as conn:
+        state = _seq_state(conn, device_id)
+        if state is None:
+            return {"device_id": device_id, "contiguous_through": 0, "max_seq": 0,
+                    "count": 0, "missing": [], "complete": True}
+        max_seq, contiguous, distinct, _ = (int(v) for v in state)
+        start = max(from_seq, contiguous + 1)
+        ranges = _missing(conn, device_id, start, limit + 1) if start <= max_seq else []
+    return {
+        "device_id": device_id,
+        "contiguous_through": contiguous,
+        "max_seq": max_seq,
+        "count": distinct,
+        "missing": ranges[:limit],
+        "complete": len(ranges) <= limit,
     }

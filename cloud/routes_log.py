@@ -91,6 +91,7 @@ def _ingest(
         "batch_id": batch.batch_id,
         "accepted": result.accepted,
         "duplicates": result.duplicates,
+        "_expired": result.expired,
     }
 
 
@@ -119,4 +120,7 @@ async def post_log(request: Request) -> JSONResponse:
     metrics.batches.inc()
     metrics.records_accepted.inc(answer["accepted"])
     metrics.records_duplicate.inc(answer["duplicates"])
+    expired = answer.pop("_expired")
+    if expired:
+        metrics.records_expired.inc(expired)  # type: ignore[attr-defined]
     return JSONResponse(answer)

@@ -1,4 +1,5 @@
-"""Read endpoints: `/stats`, `/predictions` (keyset pages) and `/devices/{id}/gaps`.
+"""Read endpoints: `/stats`, `/predictions` (keyset pages), `/devices/{id}/gaps` and
+`/devices/{id}/watermark` (what the edge reconciles against).
 
 They are plain `def` endpoints, so FastAPI runs their database work in its threadpool and
 the event loop keeps serving `/log` and `/health`. When keys are configured they need
@@ -22,9 +23,10 @@ from cloud.models import (
     GapsResponse,
     PredictionsPage,
     StatsResponse,
+    WatermarkResponse,
     parse_epoch,
 )
-from cloud.queries import Filters, device_gaps, predictions_page, stats
+from cloud.queries import Filters, device_gaps, predictions_page, stats, watermark
 from cloud.state import get_state
 
 __all__ = ["router"]
@@ -138,3 +140,24 @@ def get_gaps(
     if answer is None:
         raise HTTPException(404, f"no records stored for device {device_id!r}")
     return JSONResponse(answer)
+
+
+@router.get(
+    "/devices/{device_id}/watermark",
+    response_model=WatermarkResponse,
+    responses=_READ_ERRORS,
+)
+def get_watermark(
+    request: Request,
+    principal: Caller,
+    device_id: Annotated[str, Path(max_length=128, pattern=DEVICE_ID_PATTERN)],
+    from_seq: Annotated[
+        int, Query(ge=0, le=MAX_SEQ, description="Report missing seqs from this one up.")
+    ] = 1,
+    limit: Annotated[
+        int, Query(ge=1, le=100_000, description="Most missing ranges to list.")
+    ] = 1000,
+) -> JSONResponse:
+    """Which seqs the cloud holds: a watermark, the highest seq and the missing ranges."""
+    principal.require_device(device_id)
+    return JSONResponse(watermark(get_state(request).db, device_id, from_seq, limit))

@@ -99,6 +99,15 @@ class CloudSettings(BaseSettings):
     sqlite_background_checkpoint: float = Field(0.5, ge=0)
     retry_after_seconds: int = Field(5, ge=0)
     migrate: bool = Field(True, description="Apply migrations at start-up (else only check).")
+    # Retention and maintenance (cloud.maintenance). None keeps every record forever.
+    retention_days: float | None = Field(
+        None, gt=0, description="Keep records this many days (whole UTC days); None: all."
+    )
+    maintenance_interval: float = Field(
+        600.0, ge=0, description="Seconds between maintenance rounds (0: only at start-up)."
+    )
+    partition_days_ahead: int = Field(3, ge=1, le=366)
+
     # Mutual TLS through a reverse proxy (deploy/nginx/edgebuf.conf): see cloud.auth.
     trusted_proxies: Annotated[list[str], NoDecode] = Field(
         default_factory=list,

@@ -6,13 +6,14 @@ independent apps, each with its own settings, engine, keys and metrics registry.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fastapi import Request
 
 from cloud.auth import Authenticator
 from cloud.db import Database
 from cloud.ingest import BatchStore
+from cloud.maintenance import Maintenance
 from cloud.metrics import CloudMetrics
 from cloud.metrics_gaps import watch_seq_gaps
 from cloud.models import LogBatch, batch_model
@@ -31,6 +32,7 @@ class CloudState:
     auth: Authenticator
     metrics: CloudMetrics
     batch_model: type[LogBatch]
+    maintenance: Maintenance = field(repr=False, default=None)  # type: ignore[assignment]
 
     @classmethod
     def build(cls, settings: CloudSettings) -> CloudState:
@@ -38,13 +40,15 @@ class CloudState:
         db = Database(settings)
         metrics = CloudMetrics()
         watch_seq_gaps(metrics, db)  # issue 15: the gap gauge the alerting rules read
+        store = BatchStore(db, settings.retention_days)
         return cls(
             settings=settings,
             db=db,
-            store=BatchStore(db),
+            store=store,
             auth=Authenticator(settings),
             metrics=metrics,
             batch_model=batch_model(settings.max_batch_records),
+            maintenance=Maintenance(db, settings, metrics, on_cutoff=store.raise_cutoff),
         )
 
 

@@ -87,7 +87,9 @@ def _truncate(url: str) -> None:
     with psycopg.connect(conninfo, autocommit=True) as conn:
         exists = conn.execute("SELECT to_regclass('public.predictions')").fetchone()
         if exists and exists[0]:
-            conn.execute("TRUNCATE predictions, detection_counts RESTART IDENTITY")
+            conn.execute("TRUNCATE predictions, detection_counts, prediction_rollups,"
+                         " detection_rollups, device_seqs, seq_missing, seq_repeats,"
+                         " cloud_state RESTART IDENTITY")
 
 
 @pytest.fixture(params=BACKENDS)
