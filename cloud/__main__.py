@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+from typing import Any
 
 import click
 from pydantic import ValidationError
@@ -120,7 +121,7 @@ def main(
         return
 
     # Workers (and the single in-process app) only check the revision from here on.
-    common: dict[str, object] = {
+    common: dict[str, Any] = {
         "host": host, "port": port, "log_level": log_level, "access_log": access_log,
         "lifespan": "on", "timeout_graceful_shutdown": 10,
     }
@@ -130,13 +131,11 @@ def main(
         checked = settings.model_copy(update={"migrate": False})
         app = create_app(checked)
         _freeze_gc()
-        uvicorn.run(app, **common)  # type: ignore[arg-type]
+        uvicorn.run(app, **common)
         return
     os.environ["DATABASE_URL"] = settings.database_url
     os.environ["EDGEBUF_MIGRATE"] = "false"
-    uvicorn.run(
-        "cloud.__main__:_app_from_env", factory=True, workers=workers, **common
-    )  # type: ignore[arg-type]
+    uvicorn.run("cloud.__main__:_app_from_env", factory=True, workers=workers, **common)
 
 
 if __name__ == "__main__":

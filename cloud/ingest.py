@@ -69,9 +69,8 @@ def _class_label(detection: object) -> str | None:
         if name is not None:
             break
     if isinstance(name, str):
-        if "\x00" in name:
-            name = name.replace("\x00", "")
-        return name[:MAX_CLASS_NAME]
+        text: str = name.replace("\x00", "")
+        return text[:MAX_CLASS_NAME]
     if isinstance(name, int) and not isinstance(name, bool):
         return str(name)[:MAX_CLASS_NAME]
     return None

@@ -59,7 +59,7 @@ def record_rollups(records: Iterable[Record], received_at: float) -> list[Rollup
                     row[3] = ts
                 if ts > row[4]:
                     row[4] = ts
-    return [(*key, *row, received_at) for key, row in sorted(acc.items())]  # type: ignore[misc]
+    return [(*key, *row, received_at) for key, row in sorted(acc.items())]
 
 
 def detection_rollups(totals: Iterable[tuple[float, str, int]]

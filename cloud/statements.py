@@ -119,7 +119,9 @@ class RecordWriter(Protocol):
 def _wrap_sqlite(statement: str, error: sqlite3.Error) -> sa_exc.DBAPIError:
     # The same exception SQLAlchemy would have raised, so translate_db_errors and
     # the 503 handlers see what they always see.
-    return sa_exc.DBAPIError.instance(statement, None, error, sqlite3.Error)
+    wrapped = sa_exc.DBAPIError.instance(statement, None, error, sqlite3.Error)
+    assert isinstance(wrapped, sa_exc.DBAPIError)  # a DBAPI error always wraps as one
+    return wrapped
 
 
 def _psycopg_execute(conn: Connection, statement: str, params: Sequence[Any],
@@ -137,7 +139,7 @@ def _psycopg_execute(conn: Connection, statement: str, params: Sequence[Any],
         # sees; a dead connection is rolled back, found dead and discarded by it.
         raise sa_exc.DBAPIError.instance(
             statement, None, error, psycopg.Error, dialect=conn.dialect,
-            connection_invalidated=conn.dialect.is_disconnect(error, driver, None),
+            connection_invalidated=conn.dialect.is_disconnect(error, driver, None),  # type: ignore[arg-type]  # psycopg.Error is the DBAPI Error SQLAlchemy means
         ) from error
 
 
@@ -164,7 +166,7 @@ def execute(conn: Connection, statement: str, params: Sequence[Any] = (),
         except psycopg.Error as error:
             raise sa_exc.DBAPIError.instance(
                 statement, None, error, psycopg.Error, dialect=conn.dialect,
-                connection_invalidated=conn.dialect.is_disconnect(error, driver_pg, None),
+                connection_invalidated=conn.dialect.is_disconnect(error, driver_pg, None),  # type: ignore[arg-type]  # psycopg.Error is the DBAPI Error
             ) from error
     return _psycopg_execute(conn, pg_statement, params, binary=False)
 

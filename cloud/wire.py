@@ -62,13 +62,13 @@ class Batch:
 
 
 def _text(value: object, max_length: int) -> bool:
-    return (type(value) is str and 0 < len(value) <= max_length  # type: ignore[arg-type]
-            and "\x00" not in value)  # type: ignore[operator]
+    return (type(value) is str and 0 < len(value) <= max_length
+            and "\x00" not in value)
 
 
 def _optional_text(value: object, max_length: int) -> bool:
-    return value is None or (type(value) is str and len(value) <= max_length  # type: ignore[arg-type]
-                             and "\x00" not in value)  # type: ignore[operator]
+    return value is None or (type(value) is str and len(value) <= max_length
+                             and "\x00" not in value)
 
 
 def _fast(data: object, max_records: int) -> Batch | None:
