@@ -6,10 +6,13 @@ per device with delivered-but-unconfirmed rows, what it holds
 (``GET /devices/{id}/watermark?from_seq=``: a contiguous watermark plus the missing ranges
 above it, O(ranges) for the cloud). Each unconfirmed row is then:
 
-* held by the cloud -> ``confirmed_at`` set; cleanup may delete it after 7 days;
-* not held, and acknowledged *before* the question was asked -> the cloud lost it (a
-  restore from an older backup, an operator's mistake): back to ``pending``, sent again
-  through the normal path, de-duplicated by the cloud's (device, record id) key;
+* in a range the cloud lacks (its missing ranges, or above its highest seq), acknowledged
+  *before* the question was asked -> the cloud lost it (a restore from an older backup, an
+  operator's mistake): back to ``pending``, sent again through the normal path,
+  de-duplicated by the cloud's (device, record id) key. Confirmed rows are checked too: a
+  restore can lose what the cloud once confirmed, for as long as the edge keeps the row;
+* not yet confirmed and held by the cloud -> ``confirmed_at`` set; cleanup may then delete
+  it after ``cleanup_after_days``;
 * not yet decidable (acknowledged after the question, or beyond a truncated answer) ->
   left for the next run.
 
@@ -37,6 +40,7 @@ from edgebuf.store import LocalBufferManager
 log = logging.getLogger("edgebuf.delivery.reconcile")
 
 CHUNK = 2_000
+MAX_SEQ = 2**63 - 1
 FIRST_RUN_AFTER = 5.0  # seconds after start: the sequence check should come early
 
 
@@ -118,12 +122,12 @@ class Reconciler:
         return now >= self.next_due
 
     def run_once(self) -> ReconcileReport:
-        """One reconciliation pass over every device with unconfirmed delivered rows."""
+        """One pass over every device whose delivered rows this buffer still holds."""
         report = ReconcileReport()
         if not self._sequences_checked:
             self._sequences_checked = self._check_sequences(report)
         budget = self.budget
-        for device, lowest, _ in self.store.unconfirmed_devices():
+        for device, lowest in self.store.delivered_devices():
             if budget <= 0:
                 report.more = True
                 break
@@ -156,6 +160,9 @@ class Reconciler:
         return done
 
     def _device(self, device: str, lowest: int, budget: int, report: ReconcileReport) -> int:
+        """Ask the cloud about every seq from the lowest delivered one this buffer holds;
+        send again what it lacks (confirmed rows too: a restore can lose them), confirm the
+        rest. Returns the rows looked at."""
         asked_at = self.clock.time()
         answer = self.source.watermark(device, from_seq=lowest, limit=1000)
         if answer is None:
@@ -167,22 +174,31 @@ class Reconciler:
             report.errors.append(f"{device}: unexpected answer ({exc})")
             return 0
         report.devices += 1
-        seen, after = 0, lowest - 1
+        seen = 0
+        # What the cloud lacks: its missing ranges, and everything above its highest seq.
+        lacking = [*holdings.missing, (holdings.max_seq + 1, MAX_SEQ)]
+        for first, last in lacking:
+            while seen < budget:
+                ids = self.store.delivered_in(device, first, last, sent_before=asked_at,
+                                              limit=min(CHUNK, budget - seen))  # fmt: skip
+                if not ids:
+                    break
+                report.resent += self.store.resend(ids)
+                seen += len(ids)
+        # What it holds and this buffer has not yet seen confirmed.
+        after = lowest - 1
         while seen < budget:
             rows = self.store.unconfirmed(device, after_seq=after, limit=min(CHUNK, budget - seen))
             if not rows:
                 return seen
-            confirm, resend = [], []
-            for row_id, seq, sent_at in rows:
+            confirm = []
+            for row_id, seq, _sent_at in rows:
                 held = holdings.held(seq)
                 if held:
                     confirm.append(row_id)
-                elif held is False and sent_at < asked_at:
-                    resend.append(row_id)
-                else:
+                elif held is None:
                     report.undecided += 1
             report.confirmed += self.store.confirm(confirm)
-            report.resent += self.store.resend(resend)
             seen += len(rows)
             after = rows[-1][1]
         report.more = True

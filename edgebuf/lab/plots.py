@@ -239,8 +239,8 @@ def plot_frame(
 def plot_gaps(
     samples: Sequence[dict], events: Sequence[dict], path: str | Path, *, t0: float
 ) -> Path:
-    """The cloud's missing sequence numbers over time (``samples``: ``{"t", "device",
-    "missing"}``), with the drill's backup and restore moments marked."""
+    """Records logged that the cloud does not hold, over time (``samples``: ``{"t",
+    "device", "missing"}``), with the drill's backup and restore moments marked."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 3), dpi=100)
     for device in sorted({s["device"] for s in samples}):
@@ -254,7 +254,7 @@ def plot_gaps(
             ax.annotate(e["kind"].replace("_", " "), (e["t"] - t0, ax.get_ylim()[1] * 0.9),
                         fontsize=7, rotation=90, va="top")  # fmt: skip
     ax.set_xlabel("seconds")
-    ax.set_ylabel("seqs missing in the cloud")
+    ax.set_ylabel("logged, not held by the cloud")
     ax.set_title("Cloud restored from a backup: reconciliation closes the gap")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)

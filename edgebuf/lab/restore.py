@@ -49,8 +49,8 @@ class RestoreResult:
     lost: int
     duplicated: int
     lost_by_restore: int  # records the cloud held before the restore and not after it
-    max_missing: int  # the cloud's gap count at its worst
-    final_missing: int
+    max_missing: int  # records logged that the cloud did not hold, at worst (after the restore)
+    final_missing: int  # seqs missing in the cloud at the end
     gap_samples: list[dict] = field(default_factory=list)
     events: list[dict] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
@@ -96,11 +96,13 @@ def run_restore_drill(cfg: RestoreConfig) -> RestoreResult:
     def sample() -> None:
         while not stop.is_set():
             for device in devices:
+                logged = len(ids[device])
                 try:
-                    missing = fetch_gaps(server.url, device, timeout=2.0)["missing"]
+                    gaps = fetch_gaps(server.url, device, timeout=2.0)
                 except Exception:  # the cloud is down for the backup or the restore
                     continue
-                samples.append({"t": time.time(), "device": device, "missing": missing})
+                samples.append({"t": time.time(), "device": device, "gaps": gaps["missing"],
+                                "missing": max(0, logged - gaps["count"])})  # fmt: skip
             stop.wait(0.2)
 
     try:
@@ -145,7 +147,8 @@ def run_restore_drill(cfg: RestoreConfig) -> RestoreResult:
             lost=sum(len(a.lost) for a in audits.values()),
             duplicated=sum(n - 1 for a in audits.values() for n in a.duplicated.values()),
             lost_by_restore=sum(before[d] - after[d] for d in devices),
-            max_missing=max((s["missing"] for s in samples), default=0),
+            max_missing=max((s["missing"] for s in samples if s["t"] >= events[-1]["t"]),
+                            default=0),  # fmt: skip
             final_missing=final_missing,
             gap_samples=[{**s, "t": round(s["t"] - t0, 3)} for s in samples],
             events=[{**e, "t": round(e["t"] - t0, 3)} for e in events],
@@ -174,6 +177,7 @@ def format_restore(result: RestoreResult) -> str:
         f"  records logged {result.logged:,}, stored {result.stored:,}, lost {result.lost},"
         f" duplicated {result.duplicated}",
         f"  the restore took {result.lost_by_restore:,} records out of the cloud;"
-        f" gap at its worst {result.max_missing:,} seqs, at the end {result.final_missing}",
+        f" records it lacked at worst after the restore {result.max_missing:,},"
+        f" seqs missing at the end {result.final_missing}",
         *(f"  {f}" for f in result.files),
     ])  # fmt: skip

@@ -34,6 +34,37 @@ class Confirmation(Maintenance):
                 )
             ]
 
+    def delivered_devices(self) -> list[tuple[str, int]]:
+        """[(device, lowest seq)] of the delivered rows this buffer still holds."""
+        with self._lock, self._storage_errors("read delivered records"):
+            devices = [d for (d,) in self._conn.execute(
+                "SELECT DISTINCT device_id FROM prediction_buffer INDEXED BY idx_sent_seq"
+                " WHERE status = 'sent'"
+            )]  # fmt: skip
+            return [
+                (d, int(self._conn.execute(
+                    "SELECT min(seq) FROM prediction_buffer INDEXED BY idx_sent_seq"
+                    " WHERE device_id = ? AND status = 'sent'", (d,),
+                ).fetchone()[0]))
+                for d in devices
+            ]  # fmt: skip
+
+    def delivered_in(
+        self, device_id: str, first: int, last: int, *, sent_before: float, limit: int
+    ) -> list[int]:
+        """Row ids of delivered rows (confirmed or not) with a seq in [first, last],
+        acknowledged before ``sent_before``, at most ``limit``."""
+        with self._lock, self._storage_errors("read delivered records"):
+            return [
+                int(i)
+                for (i,) in self._conn.execute(
+                    "SELECT id FROM prediction_buffer INDEXED BY idx_sent_seq"
+                    " WHERE device_id = ? AND status = 'sent' AND seq BETWEEN ? AND ?"
+                    " AND sent_at < ? ORDER BY seq LIMIT ?",
+                    (device_id, first, last, sent_before, limit),
+                )
+            ]
+
     def unconfirmed(
         self, device_id: str, *, after_seq: int, limit: int
     ) -> list[tuple[int, int, float]]:
@@ -57,13 +88,15 @@ class Confirmation(Maintenance):
         )
 
     def resend(self, ids: Sequence[int]) -> int:
-        """The cloud no longer holds these delivered rows: back to ``pending`` (counted)."""
+        """The cloud no longer holds these delivered rows (confirmed or not): back to
+        ``pending``, unconfirmed (counted)."""
         return self._confirmation_update(
             ids,
-            "status = 'pending', sent_at = NULL, last_error = 'not held by the cloud"
-            " (reconciliation)'",
+            "status = 'pending', sent_at = NULL, confirmed_at = NULL,"
+            " last_error = 'not held by the cloud (reconciliation)'",
             (),
             "total_reconcile_resent",
+            only_unconfirmed=False,
         )
 
     def count_unconfirmed(self) -> int:
@@ -108,14 +141,21 @@ class Confirmation(Maintenance):
         }
 
     def _confirmation_update(
-        self, ids: Sequence[int], set_sql: str, params: tuple[object, ...], counter: str
+        self,
+        ids: Sequence[int],
+        set_sql: str,
+        params: tuple[object, ...],
+        counter: str,
+        *,
+        only_unconfirmed: bool = True,
     ) -> int:
         if not ids:
             return 0
+        where = "status = 'sent'" + (" AND confirmed_at IS NULL" if only_unconfirmed else "")
         with self._storage_errors("update confirmation"), self._tx() as conn:
             changed = conn.execute(
                 f"UPDATE prediction_buffer SET {set_sql} WHERE id IN"
-                " (SELECT value FROM json_each(?)) AND status = 'sent' AND confirmed_at IS NULL",
+                f" (SELECT value FROM json_each(?)) AND {where}",
                 (*params, json.dumps(list(ids))),
             ).rowcount
             if changed:

@@ -116,6 +116,12 @@ UNCONFIRMED_INDEX = (
     "CREATE INDEX IF NOT EXISTS idx_unconfirmed ON prediction_buffer (device_id, seq)"
     " WHERE status = 'sent' AND confirmed_at IS NULL"
 )
+# Every delivered row by device and sequence: a cloud restored from an older backup loses
+# confirmed rows too, and reconciliation finds the ones in its missing ranges through this.
+SENT_SEQ_INDEX = (
+    "CREATE INDEX IF NOT EXISTS idx_sent_seq ON prediction_buffer (device_id, seq)"
+    " WHERE status = 'sent'"
+)
 
 # Rows with an id above this metadata value are not yet in the counters, the per-device
 # sequence high-water marks or live_bytes: the insert commits the row alone, and
@@ -154,4 +160,5 @@ def migrate(conn: sqlite3.Connection, path: object) -> None:
     if "confirmed_at" not in columns:  # schema 2 -> 3: every delivered row starts unconfirmed
         conn.execute("ALTER TABLE prediction_buffer ADD COLUMN confirmed_at REAL")
     conn.execute(UNCONFIRMED_INDEX)
+    conn.execute(SENT_SEQ_INDEX)
     conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")

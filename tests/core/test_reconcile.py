@@ -101,3 +101,18 @@ def test_sequences_continue_past_what_the_cloud_holds_after_losing_the_buffer(
     assert second.reconciler.last.sequence_raised == {"cam-1": 50}
     second.log_prediction({"after": "the check"})
     assert second.store.sequences()["cam-1"] == 51
+
+
+def test_confirmed_rows_a_restore_loses_are_sent_again(make_client, cloud, clock):
+    client = make_client(reconcile_interval=60)
+    log_n(client, 100)
+    drive(client, clock)
+    backup = cloud.snapshot()
+    log_n(client, 60)
+    drive(client, clock)
+    _reconcile(client, clock)  # the cloud confirms all 160
+    assert client.store.count_confirmed() == {"confirmed": 160, "unconfirmed": 0}
+    cloud.restore(backup)  # an hour later, the cloud is restored from the older backup
+    _reconcile(client, clock)
+    assert cloud.stored_seqs("cam-1") == list(range(1, 161))
+    assert client.store.metadata()["total_reconcile_resent"] == 60
