@@ -53,7 +53,8 @@ def _http_transport(s: EdgeSettings) -> Transport:
         api_key=s.api_key,
         request_timeout=s.request_timeout,
         health_timeout=s.health_timeout,
-        use_gzip=s.gzip,
+        compression=s.wire_compression,
+        max_connections=s.drain_concurrency + 2,
     )
 
 
@@ -78,6 +79,7 @@ class EnhancedAsyncLoggingClient(AsyncSurface):
         batch_timeout: float | None = None,
         backfill_batch_size: int | None = None,
         drain_concurrency: int | None = None,
+        drain_adaptive: bool | None = None,
         monitor_interval: float | None = None,
         health_timeout: float | None = None,
         request_timeout: float | None = None,
@@ -90,6 +92,7 @@ class EnhancedAsyncLoggingClient(AsyncSurface):
         overflow_policy: Literal["evict", "reject"] | None = None,
         max_record_bytes: int | None = None,
         gzip: bool | None = None,
+        compression: Literal["zstd", "gzip", "none"] | None = None,
         reserve_bytes: int | None = None,
         auto_repair: bool | None = None,
         verify_on_start: bool | None = None,
@@ -109,6 +112,7 @@ class EnhancedAsyncLoggingClient(AsyncSurface):
                 batch_timeout=batch_timeout,
                 backfill_batch_size=backfill_batch_size,
                 drain_concurrency=drain_concurrency,
+                drain_adaptive=drain_adaptive,
                 monitor_interval=monitor_interval,
                 health_timeout=health_timeout,
                 request_timeout=request_timeout,
@@ -121,6 +125,7 @@ class EnhancedAsyncLoggingClient(AsyncSurface):
                 overflow_policy=overflow_policy,
                 max_record_bytes=max_record_bytes,
                 gzip=gzip,
+                compression=compression,
                 reserve_bytes=reserve_bytes,
                 auto_repair=auto_repair,
                 verify_on_start=verify_on_start,
@@ -156,6 +161,7 @@ class EnhancedAsyncLoggingClient(AsyncSurface):
                 self.clock,
                 batch_size=s.backfill_batch_size,
                 concurrency=s.drain_concurrency,
+                adaptive=s.drain_adaptive,
             )
             self.connectivity = ConnectivityMonitor(
                 self.transport, self.clock, interval=s.monitor_interval, rng=rng

@@ -209,6 +209,7 @@ class ShippingLoop:
             except Exception:
                 log.exception("shipping loop error; rows in flight return to pending")
                 try:
+                    self.recovery.wait_in_flight(30.0)  # backlog requests settle their own rows
                     self.store.reset_in_flight()
                 except Exception:
                     log.exception("could not return in-flight rows to pending; a restart will")
