@@ -37,7 +37,7 @@ def test_grows_to_fill_a_long_thin_pipe_quickly() -> None:
     assert max(limits[:8]) >= 22, limits
     # Then it settles around the pipe: never below what fills it by much, never to max.
     settled = limits[len(limits) // 2:]
-    assert min(settled) >= 0.8 * 22 and max(settled) <= 1.5 * 22 + 1, settled
+    assert min(settled) >= 0.8 * 22 and max(settled) <= 1.6 * 22, settled
 
 
 def test_stays_low_when_one_request_already_fills_the_pipe() -> None:

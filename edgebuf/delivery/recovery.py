@@ -1,11 +1,15 @@
 """BufferRecoveryManager: drains the backlog of pending rows after an outage or a restart.
 
 The backlog lane sends oldest-first in large batches (``backfill_batch_size``), with up
-to ``limit`` requests in flight (a sliding window: each step tops the window up, waits for
-the first answer and hands back), while the shipping loop keeps serving new records on
-the live lane between steps, so fresh predictions are not stuck behind hours of backlog.
-A failed step hands control back to the shipping loop, whose backoff honours
-``Retry-After`` (429/503), so the drain paces itself to what the cloud can take.
+to ``limiter.limit`` requests in flight: each in-flight slot is a worker that claims a
+batch, sends it and, when the answer is good, claims the next at once, so the window
+stays full while the shipping loop serves new records on the live lane (fresh
+predictions are not stuck behind hours of backlog, and a live request's round trip does
+not empty the pipe). ``drain_step`` starts the workers, hands the shipping loop what
+they delivered, and returns None when nothing is pending and nothing is in flight. A
+failed request stops every worker from taking more (those in flight finish) and goes
+back to the shipping loop, whose backoff honours ``Retry-After`` (429/503), so the
+drain paces itself to what the cloud can take.
 
 How many in flight is ``edgebuf.delivery.concurrency``'s decision: ``AdaptiveConcurrency``
 (the default) grows the window while round trips stay flat, which a long, thin uplink
@@ -17,15 +21,16 @@ own rows through ``Sender`` (exactly once is theirs, not this module's).
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from edgebuf.clock import Clock
 from edgebuf.delivery.concurrency import AdaptiveConcurrency, FixedConcurrency
 from edgebuf.delivery.sender import Sender, SendOutcome
-from edgebuf.store import Batch, LocalBufferManager
+from edgebuf.store import LocalBufferManager
 
 log = logging.getLogger("edgebuf.delivery.recovery")
 
@@ -66,7 +71,13 @@ class BufferRecoveryManager:
             else FixedConcurrency(self.concurrency)
         )
         self._pool: ThreadPoolExecutor | None = None
-        self._in_flight: set[Future] = set()
+        self._cond = threading.Condition()  # guards the fields below and the limiter
+        self._workers = 0  # workers alive, each with at most one request in flight
+        self._sending = 0  # requests in flight now
+        self._results: collections.deque[SendOutcome] = collections.deque()
+        self._hold = False  # a request failed: take no more until the next drain_step
+        self._closing = False
+        self._error: BaseException | None = None
         self._active = threading.Event()
         self.recoveries_started = 0
         self.on_start = None  # set by the client: wakes the shipping loop
@@ -90,50 +101,95 @@ class BufferRecoveryManager:
     @property
     def in_flight(self) -> int:
         """Backlog requests sent and not yet answered."""
-        return len(self._in_flight)
+        return self._sending
 
-    def _timed_send(self, batch: Batch) -> tuple[SendOutcome, float]:
+    def _send_one(self) -> bool | None:
+        """Claim and send one batch: None if there was nothing to claim, else whether the
+        answer was good. The outcome goes to ``_results`` for the next ``drain_step``."""
+        batch = self.store.claim(self.batch_size)
+        if batch is None:
+            return None
+        with self._cond:
+            self._sending += 1
+            self.limiter.note_in_flight(self._sending)
         t0 = self.clock.monotonic()
-        outcome = self.sender.send_batch(batch)
-        return outcome, (self.clock.monotonic() - t0) / max(1, outcome.requests)
+        try:
+            outcome = self.sender.send_batch(batch)
+        finally:
+            with self._cond:
+                self._sending -= 1
+        rtt = (self.clock.monotonic() - t0) / max(1, outcome.requests)
+        with self._cond:
+            self.limiter.on_response(rtt, ok=outcome.ok)
+            self._hold = self._hold or not outcome.ok
+            self._results.append(outcome)
+            self._cond.notify_all()
+        return outcome.ok
+
+    def _work(self) -> None:
+        """One slot of the window: claim, send, settle, repeat while answers are good."""
+        try:
+            while True:
+                with self._cond:
+                    if (self._hold or self._closing or not self._active.is_set()
+                            or self._workers > self.limiter.limit):
+                        return
+                if not self._send_one():
+                    return
+        except BaseException as exc:  # handed to the shipping loop, whose handler recovers
+            with self._cond:
+                self._hold = True
+                self._error = self._error or exc
+        finally:
+            with self._cond:
+                self._workers -= 1
+                self._cond.notify_all()
 
     def drain_step(self) -> SendOutcome | None:
-        """Top the window up to ``limiter.limit`` backlog batches (oldest first), wait for
-        the first answer, return what the answered ones delivered. Returns None when
-        nothing is pending and nothing is in flight, which ends the recovery.
-
-        Answers that arrived while the shipping loop was busy elsewhere are handed back
-        first, without sending more, so a failure reaches the loop's backoff at once."""
-        done = {f for f in self._in_flight if f.done()}
-        if not done:
-            limit = self.limiter.limit
-            while len(self._in_flight) < limit:
-                batch = self.store.claim(self.batch_size)
-                if batch is None:
-                    break
-                if limit == 1 and not self._in_flight:  # one at a time: no helper thread
-                    outcome, rtt = self._timed_send(batch)
-                    self.limiter.note_in_flight(1)
-                    self.limiter.on_response(rtt, ok=outcome.ok)
-                    return outcome
-                if self._pool is None:
-                    self._pool = ThreadPoolExecutor(self.concurrency, "edgebuf-drain")
-                self._in_flight.add(self._pool.submit(self._timed_send, batch))
-            self.limiter.note_in_flight(len(self._in_flight))
-            if not self._in_flight:
+        """Fill the window, wait for an answer, return what the answers since the last step
+        delivered. Returns None when nothing is pending and nothing is in flight, which ends
+        the recovery. Answers that arrived while the shipping loop was busy elsewhere are
+        handed back without waiting."""
+        with self._cond:
+            if self._error is not None:
+                error, self._error = self._error, None
+                raise error
+            self._hold = False
+            if not self._results:
+                self._start_workers()
+                while not self._results and self._workers and self._error is None:
+                    self._cond.wait()
+                if self._error is not None:
+                    error, self._error = self._error, None
+                    raise error
+            if not self._results:  # every worker found nothing to claim
                 if self._active.is_set():
                     self._active.clear()
                     log.info("recovery complete: no pending records left")
                 return None
-            done, _ = wait(self._in_flight, return_when=FIRST_COMPLETED)
-        return self._collect(done)
+            return self._collect()
 
-    def _collect(self, done: set[Future]) -> SendOutcome:
-        self._in_flight -= done
+    def _start_workers(self) -> None:
+        if self.limiter.limit == 1 and not self._workers:
+            # One at a time: send in the calling thread, as a plain loop would.
+            self._workers += 1
+            self._cond.release()
+            try:
+                self._send_one()
+            finally:
+                self._cond.acquire()
+                self._workers -= 1
+            return
+        while self._workers < self.limiter.limit and not self._closing:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.concurrency, "edgebuf-drain")
+            self._workers += 1
+            self._pool.submit(self._work)
+
+    def _collect(self) -> SendOutcome:
         total = SendOutcome()
-        for future in done:
-            outcome, rtt = future.result()
-            self.limiter.on_response(rtt, ok=outcome.ok)
+        while self._results:
+            outcome = self._results.popleft()
             total.sent += outcome.sent
             total.failed += outcome.failed
             total.released += outcome.released
@@ -142,14 +198,16 @@ class BufferRecoveryManager:
         return total
 
     def wait_in_flight(self, timeout: float | None = None) -> bool:
-        """Wait for the requests in flight to be answered (and their rows settled)."""
-        if not self._in_flight:
-            return True
-        _, pending = wait(self._in_flight, timeout=timeout)
-        return not pending
+        """Stop taking more backlog and wait for the requests in flight to be answered
+        (their rows settled). True if none is left in flight."""
+        with self._cond:
+            self._hold = True
+            return self._cond.wait_for(lambda: not self._workers, timeout)
 
     def close(self, timeout: float = 5.0) -> None:
         """Let the requests in flight settle (bounded), release the helper threads."""
+        with self._cond:
+            self._closing = True
         self.wait_in_flight(timeout)
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
@@ -174,7 +232,8 @@ class BufferRecoveryManager:
             if max_seconds is not None and self.clock.monotonic() - start >= max_seconds:
                 break
         self.wait_in_flight()  # what is still in flight settles before we report
-        rest = self._collect({f for f in self._in_flight if f.done()})
+        with self._cond:
+            rest = self._collect()
         report.sent += rest.sent
         report.failed += rest.failed
         report.requests += rest.requests
