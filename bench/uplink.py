@@ -12,10 +12,13 @@
    cloud``, SQLite, a fresh file) behind a ``FaultProxy`` in ``link`` mode (one token bucket
    per direction shared by every connection, the round trip added per exchange), and a
    client in a child process (``drain.edgebuf_drain``) that drains the backlog while
-   logging ``--live-rate`` new records/s. Lanes: ``before`` = the earlier defaults (gzip,
-   exactly 2 backlog requests in flight: ``EDGEBUF_COMPRESSION=gzip``,
-   ``EDGEBUF_DRAIN_CONCURRENCY=2``, ``EDGEBUF_DRAIN_ADAPTIVE=false``); ``after`` = today's
-   defaults (zstd, adaptive concurrency up to 32).
+   logging ``--live-rate`` new records/s. Lanes: ``before`` = the edge client of
+   ``--before-ref`` (the commit before adaptive concurrency and zstd: gzip, waves of 2
+   backlog requests), its child run from ``git archive`` of that commit, so the issue's
+   "before" is measured in the same run, not remembered; ``fixed2`` = this code pinned to
+   the old figures (``EDGEBUF_COMPRESSION=gzip``, ``EDGEBUF_DRAIN_CONCURRENCY=2``,
+   ``EDGEBUF_DRAIN_ADAPTIVE=false``); ``after`` = today's defaults (zstd, adaptive
+   concurrency up to 32).
 4. Per cell: records/s of the backlog, and the link's limit for the bytes actually on the
    wire: bandwidth / (``POST /log`` bytes the proxy carried edge -> cloud, heads included,
    / records those requests carried); their ratio; requests in flight (mean and peak, from
@@ -33,6 +36,7 @@ import gzip
 import os
 import shutil
 import sqlite3
+import subprocess
 import time
 import uuid
 from contextlib import contextmanager
@@ -47,12 +51,25 @@ import zstandard
 from edgebuf.lab.faults import FaultProxy, mbit
 
 BATCH = 512  # the client's backfill batch
-LANES = {
-    "before": {"EDGEBUF_COMPRESSION": "gzip", "EDGEBUF_DRAIN_CONCURRENCY": "2",
+BEFORE_REF = "32cf23e"  # the last commit with the fixed lane of 2 and gzip only
+LANES: dict[str, dict[str, str]] = {
+    "before": {"EDGEBUF_DRAIN_CONCURRENCY": "2"},  # + PYTHONPATH of the old code
+    "fixed2": {"EDGEBUF_COMPRESSION": "gzip", "EDGEBUF_DRAIN_CONCURRENCY": "2",
                "EDGEBUF_DRAIN_ADAPTIVE": "false"},
     "after": {},  # the defaults
 }
-LANE_TEXT = {"before": "gzip, 2 in flight", "after": "zstd, adaptive ≤ 32"}
+LANE_TEXT = {"before": "the client of {ref} (gzip, waves of 2 in flight)",
+             "fixed2": "this client, gzip, a window of exactly 2",
+             "after": "this client's defaults (zstd, adaptive window up to 32)"}
+
+
+def old_code(ref: str, into: Path) -> Path:
+    """The repository at ``ref`` (``git archive``), for the ``before`` lane's child."""
+    into.mkdir()
+    archive = subprocess.run(["git", "-C", str(bl.REPO), "archive", ref], check=True,
+                             capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into
 
 
 # ---------------------------------------------------------------------- compression
@@ -163,13 +180,17 @@ def main() -> None:
     p.add_argument("--records", type=int, default=100_000, help="backlog size")
     p.add_argument("--mbits", default="1,5,20", help="link bandwidths, Mbit/s")
     p.add_argument("--rtts", default="50,150,600", help="round trips, ms")
-    p.add_argument("--lanes", default="before,after", help="which lanes to run")
+    p.add_argument("--lanes", default="before,after",
+                   help=f"which lanes to run, of {', '.join(LANES)}")
+    p.add_argument("--before-ref", default=BEFORE_REF,
+                   help="git commit whose client is the 'before' lane")
     p.add_argument("--live-rate", type=float, default=20.0,
                    help="new records/s the client logs while it drains")
     p.add_argument("--no-loopback", action="store_true", help="skip the no-link rows")
     args = p.parse_args()
     if args.smoke:
         args.records, args.mbits, args.rtts, args.no_loopback = 3_000, "20", "50", True
+        args.lanes = "fixed2,after"  # no dependence on the repository's history
     mbits = [float(x) for x in args.mbits.split(",")]
     rtts = [float(x) for x in args.rtts.split(",")]
     lanes = [x for x in args.lanes.split(",") if x]
@@ -182,6 +203,16 @@ def main() -> None:
         backlog_path = tmp / "backlog.db"
         bl.note(f"[uplink] building a backlog of {args.records:,} records")
         backlog = drain.build_backlog(backlog_path, args.records)
+        if "before" in lanes:
+            try:
+                old = old_code(args.before_ref, tmp / "before-code")
+            except (OSError, subprocess.CalledProcessError) as exc:  # a shallow clone
+                bl.note(f"[uplink] no {args.before_ref} to run ({exc}): 'fixed2' instead")
+                lanes = [("fixed2" if x == "before" else x) for x in lanes]
+            else:
+                # the child of drain.py runs the old client: its edgebuf first on the path
+                LANES["before"]["PYTHONPATH"] = os.pathsep.join(
+                    [str(old), *filter(None, [os.environ.get("PYTHONPATH")])])
         n = backlog["records"]
         sample = min(n, 50_000)
         codecs = compression_figures(backlog_bodies(backlog_path, sample), sample)
@@ -209,7 +240,8 @@ def main() -> None:
         f" {args.live_rate:g} live records/s meanwhile",
         ["link", "lane", "records/s", "wire B/record", "link limit rec/s", "ratio",
          "vs ceiling", "in flight mean", "peak", "live p50 s", "live p99 s", "live max s"],
-        footer=f"lanes: before = {LANE_TEXT['before']}; after = {LANE_TEXT['after']}."
+        footer="lanes: " + "; ".join(f"{lane} = {LANE_TEXT[lane].format(ref=args.before_ref)}"
+                                     for lane in lanes) + "."
                " The link limit is bandwidth / the POST /log bytes per record the proxy"
                " carried (heads included). vs ceiling: records/s / the lower of the link"
                " limit and the same lane's no-link drain in this run (this machine's own"
@@ -252,7 +284,7 @@ def main() -> None:
     facts.add("backlog build, records/s", backlog["build_records_per_s"])
     facts.add("batch timeout (live lane), s", drain.BATCH_TIMEOUT)
     results = {"records": n, "compression": codecs, "cells": cells, "targets": checks,
-               "backlog": backlog}
+               "backlog": backlog, "before_ref": args.before_ref}
     bl.report("uplink", [comp, grid, targets, facts], results, args.json)
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-BENCHMARKS = ["hot_path", "drain", "cloud_ingest", "footprint", "inference"]
+BENCHMARKS = ["hot_path", "drain", "cloud_ingest", "footprint", "inference", "uplink"]
 
 
 @pytest.mark.parametrize("name", BENCHMARKS)

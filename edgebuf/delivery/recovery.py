@@ -29,7 +29,9 @@ from dataclasses import dataclass
 
 from edgebuf.clock import Clock
 from edgebuf.delivery.concurrency import AdaptiveConcurrency, FixedConcurrency
+from edgebuf.delivery.policy import Verdict, classify
 from edgebuf.delivery.sender import Sender, SendOutcome
+from edgebuf.delivery.transport import SendResult
 from edgebuf.store import LocalBufferManager
 
 log = logging.getLogger("edgebuf.delivery.recovery")
@@ -45,6 +47,29 @@ class RecoveryReport:
     seconds: float = 0.0
     complete: bool = False
     last_error: str | None = None
+
+
+class _Gate:
+    """The backlog lane's view of the transport (the client's, looked up per request).
+
+    A retryable answer closes the lane's gate *before* the sender puts that batch's rows
+    back to pending, so no other worker can claim them again ahead of the backoff."""
+
+    def __init__(self, recovery: BufferRecoveryManager) -> None:
+        self._recovery = recovery
+
+    def send(self, body: bytes) -> SendResult:
+        result = self._recovery.sender.transport.send(body)
+        if classify(result) is Verdict.RETRY:
+            with self._recovery._cond:
+                self._recovery._hold = True
+        return result
+
+    def probe(self) -> bool:
+        return self._recovery.sender.transport.probe()
+
+    def close(self) -> None:
+        pass
 
 
 class BufferRecoveryManager:
@@ -78,6 +103,9 @@ class BufferRecoveryManager:
         self._hold = False  # a request failed: take no more until the next drain_step
         self._closing = False
         self._error: BaseException | None = None
+        # The lane's own Sender (same store, same stats) sends through the gate above.
+        self._lane = Sender(store, _Gate(self), clock)
+        self._lane.stats = sender.stats
         self._active = threading.Event()
         self.recoveries_started = 0
         self.on_start = None  # set by the client: wakes the shipping loop
@@ -106,15 +134,18 @@ class BufferRecoveryManager:
     def _send_one(self) -> bool | None:
         """Claim and send one batch: None if there was nothing to claim, else whether the
         answer was good. The outcome goes to ``_results`` for the next ``drain_step``."""
-        batch = self.store.claim(self.batch_size)
-        if batch is None:
-            return None
-        with self._cond:
+        with self._cond:  # the gate is checked and the batch claimed as one step
+            if (self._hold or self._closing or not self._active.is_set()
+                    or self._workers > self.limiter.limit):
+                return None
+            batch = self.store.claim(self.batch_size)
+            if batch is None:
+                return None
             self._sending += 1
             self.limiter.note_in_flight(self._sending)
         t0 = self.clock.monotonic()
         try:
-            outcome = self.sender.send_batch(batch)
+            outcome = self._lane.send_batch(batch)
         finally:
             with self._cond:
                 self._sending -= 1
@@ -124,16 +155,14 @@ class BufferRecoveryManager:
             self._hold = self._hold or not outcome.ok
             self._results.append(outcome)
             self._cond.notify_all()
+        if self.on_start is not None:
+            self.on_start()  # wake the shipping loop: there is an answer to hand back
         return outcome.ok
 
     def _work(self) -> None:
         """One slot of the window: claim, send, settle, repeat while answers are good."""
         try:
             while True:
-                with self._cond:
-                    if (self._hold or self._closing or not self._active.is_set()
-                            or self._workers > self.limiter.limit):
-                        return
                 if not self._send_one():
                     return
         except BaseException as exc:  # handed to the shipping loop, whose handler recovers
@@ -145,23 +174,31 @@ class BufferRecoveryManager:
                 self._workers -= 1
                 self._cond.notify_all()
 
-    def drain_step(self) -> SendOutcome | None:
-        """Fill the window, wait for an answer, return what the answers since the last step
-        delivered. Returns None when nothing is pending and nothing is in flight, which ends
-        the recovery. Answers that arrived while the shipping loop was busy elsewhere are
-        handed back without waiting."""
+    def drain_step(self, max_wait: float = 0.5) -> SendOutcome | None:
+        """Fill the window, wait (up to ``max_wait`` s) for an answer, return what the
+        answers since the last step delivered. Answers that arrived while the shipping loop
+        was busy elsewhere are handed back without waiting.
+
+        Returns None when no answer came in time (the recovery stays ``active`` and the next
+        answer wakes the loop: the live lane is never held up behind a slow backlog
+        request) or when nothing is pending and nothing is in flight, which ends the
+        recovery."""
         with self._cond:
             if self._error is not None:
                 error, self._error = self._error, None
                 raise error
-            self._hold = False
-            if not self._results:
+            if not self._results:  # the loop is past any backoff: open the gate again
+                self._hold = False
                 self._start_workers()
-                while not self._results and self._workers and self._error is None:
-                    self._cond.wait()
+                self._cond.wait_for(
+                    lambda: self._results or not self._workers or self._error is not None,
+                    max_wait,
+                )
                 if self._error is not None:
                     error, self._error = self._error, None
                     raise error
+            if not self._results and self._workers:
+                return None  # still in flight
             if not self._results:  # every worker found nothing to claim
                 if self._active.is_set():
                     self._active.clear()
@@ -220,6 +257,8 @@ class BufferRecoveryManager:
         self.start_recovery()
         while True:
             outcome = self.drain_step()
+            if outcome is None and self._active.is_set():
+                outcome = SendOutcome()  # nothing answered yet: keep waiting
             if outcome is None:
                 report.complete = True
                 break
