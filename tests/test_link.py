@@ -122,8 +122,9 @@ def test_latency_of_one_request_is_rtt_plus_bytes_over_bandwidth(proxy: FaultPro
     req = proxy.log_requests()[-1]
     assert req["bytes_up"] >= size and req["bytes_down"] > 0  # the proxy's own counters
     floor = shape.limit_seconds(req["bytes_up"], req["bytes_down"]) - 2 * CHUNK / bandwidth
-    assert latency >= floor, (latency, floor)
-    assert latency <= floor * 1.5 + 0.5, (latency, floor)
+    assert latency >= floor, (latency, floor)  # the client can never see less
+    at_proxy = req["t_answered"] - req["t"]  # from the request in to the answer out
+    assert floor <= at_proxy <= floor * 1.2 + 0.3, (at_proxy, floor)
 
 
 def test_throughput_of_concurrent_requests_is_the_shared_bandwidth(proxy: FaultProxy) -> None:
@@ -135,43 +136,56 @@ def test_throughput_of_concurrent_requests_is_the_shared_bandwidth(proxy: FaultP
     elapsed = time.perf_counter() - t0
     counts = proxy.counters()
     assert counts["log_requests"] == n and counts["log_bytes_up"] >= n * size
-    throughput = counts["bytes_up"] / elapsed
+    posts = proxy.log_requests()
+    # On the link, by the proxy's clock: from the first arrival to the last byte across.
+    span = max(r["t_up"] for r in posts) - min(r["t"] for r in posts)
+    throughput = counts["bytes_up"] / span
     # Shared, not per connection: six connections together never beat one link ...
-    assert throughput <= bandwidth * 1.02 + n * CHUNK / elapsed, throughput
-    # ... and fill it (2 s of transfer for 0.05 s of round trip).
-    assert throughput >= bandwidth * 0.7, throughput
+    assert throughput <= bandwidth * 1.02 + n * CHUNK / span, throughput
+    assert counts["bytes_up"] / elapsed <= bandwidth * 1.02 + n * CHUNK / elapsed
+    # ... and fill it (2 s of transfer; a loaded machine may start some clients late).
+    assert throughput >= bandwidth * 0.5, throughput
 
 
 def test_round_trips_of_requests_in_flight_overlap(proxy: FaultProxy) -> None:
     rtt, n = 0.5, 6
     proxy.link(bandwidth_bps=0, rtt=rtt)  # no bandwidth limit: round trips only
-    t0 = time.perf_counter()
     with ThreadPoolExecutor(n) as pool:
         latencies = list(pool.map(lambda _: post(proxy.url, 200), range(n)))
-    elapsed = time.perf_counter() - t0
     assert min(latencies) >= rtt * 0.98
-    assert elapsed < rtt * 2.5, (elapsed, latencies)  # pipelined; serialised would be 3 s
+    posts = proxy.log_requests()
+    each = [r["t_answered"] - r["t"] for r in posts]
+    span = max(r["t_answered"] for r in posts) - min(r["t"] for r in posts)
+    assert min(each) >= rtt * 0.98
+    # pipelined: six round trips in much less than six; serialised would be >= 3 s
+    assert span < n * rtt / 2, (span, each)
 
 
 def test_link_composes_with_the_other_modes(proxy: FaultProxy) -> None:
+    def last_exchange() -> float:  # seconds at the proxy, request in to answer out
+        req = proxy.requests[-1]
+        return req["t_answered"] - req["t"]
+
     proxy.link(bandwidth_bps=100_000, rtt=0.4)
     proxy.status(503, retry_after=1)
-    t0 = time.perf_counter()
     answer = httpx.post(f"{proxy.url}/log", content=b"{}", timeout=10)
     assert answer.status_code == 503 and answer.headers["retry-after"] == "1"
-    assert time.perf_counter() - t0 >= 0.39  # an injected answer crosses the link too
+    assert last_exchange() >= 0.39  # an injected answer crosses the link too
     proxy.pass_through()
     proxy.fail_next(1, 429)
-    assert post(proxy.url, 100) >= 0.39
+    post(proxy.url, 100)
+    assert proxy.requests[-1]["status"] == 429 and last_exchange() >= 0.39
     proxy.down()
-    t0 = time.perf_counter()
+    seen = len(proxy.requests)
     with pytest.raises(httpx.ConnectError):
         httpx.post(f"{proxy.url}/log", content=b"{}", timeout=5)
-    assert time.perf_counter() - t0 < 0.39  # refused: nothing crossed the link
+    assert len(proxy.requests) == seen  # refused: nothing crossed the link
     proxy.pass_through()
-    assert post(proxy.url, 100) >= 0.39  # the link outlives mode changes ...
+    post(proxy.url, 100)
+    assert last_exchange() >= 0.39  # the link outlives mode changes ...
     assert proxy.link(None) is None
-    assert post(proxy.url, 100) < 0.39  # ... until it is removed
+    post(proxy.url, 100)
+    assert last_exchange() < 0.39  # ... until it is removed
     events = [e for e in list(proxy.events) if e["kind"] == "link"]
     assert [e["link"] for e in events] == ["link:0.8Mbit/s,400ms", "none"]
     assert not any(e["kind"] == "outage_start" and e.get("mode", "").startswith("link")

@@ -10,7 +10,8 @@ Per pass, in order:
 3. nothing is sent before a backoff deadline;
 4. live lane: ``batch_size`` new records are waiting, or the first of them has waited
    ``batch_timeout`` -> send the newest ``batch_size`` pending rows;
-5. backlog lane: while recovery is active, send one oldest-first backfill batch.
+5. backlog lane: while recovery is active, keep its window of oldest-first backfill
+   batches in flight (``recovery.drain_step``) and settle what it hands back.
 After ``max_retries`` consecutive failed attempts the loop marks the cloud down and stops
 sending until the connectivity monitor sees it back; rows stay pending the whole time.
 """

@@ -130,7 +130,9 @@ class ProxyServer:
     Runs inside one event loop (the owner's thread); ``report(entry)`` gets one dict per
     request: ``t`` (arrival), ``t_done``, method, path, ``mode``, ``outcome`` (forwarded,
     slowed, dropped_ack, injected, hung, reset, upstream_error, bad_request), ``status``
-    and, for forwarded ``/log`` answers, the cloud's ``accepted`` / ``duplicates``.
+    and, for forwarded ``/log`` answers, the cloud's ``accepted`` / ``duplicates``; with
+    ``bytes_up`` / ``t_up`` (the request has crossed the link) and ``bytes_down`` /
+    ``t_answered`` (the answer has crossed it and is written) where they apply.
     """
 
     def __init__(
@@ -239,7 +241,7 @@ class ProxyServer:
         shaper = self.shaper
         if shaper is not None:
             await shaper.send(req.size, upstream=True)
-        entry["bytes_up"] = req.size
+        entry["bytes_up"], entry["t_up"] = req.size, time.time()
         if kind == "hang":
             self._done(entry, "hung")
             await reader.read()  # until the client gives up (or we are closed)
@@ -278,7 +280,7 @@ class ProxyServer:
         shaper = self.shaper
         if shaper is not None:
             await shaper.send(len(raw), upstream=False)
-        entry["bytes_down"] = len(raw)
+        entry["bytes_down"], entry["t_answered"] = len(raw), time.time()  # before any byte
         writer.write(raw)
         await writer.drain()
 
