@@ -167,6 +167,10 @@ def run_cell(backlog_path: Path, backlog: dict[str, Any], tmp: Path, lane: str,
     bpr = up / carried if carried else float("nan")
     mean_flight, peak_flight = in_flight(posts)
     limit = bandwidth / bpr if bandwidth and carried else None
+    bl.note(f"[uplink]   {lane}, {label}: {result['records_per_s']:,.0f} records/s,"
+            f" {bpr:.1f} B/record on the wire, limit {limit or float('nan'):,.0f}/s,"
+            f" peak {mean_flight:.1f}/{in_flight(posts)[1]} in flight,"
+            f" live max {result['cloud_latency_max_s']:.2f} s")
     return {"lane": lane, "link": label, "mbits": mbits, "rtt_ms": rtt_ms,
             "records_per_s": result["records_per_s"], "wire_bytes_per_record": bpr,
             "link_limit_records_per_s": limit, "ratio": bl.ratio(result["records_per_s"], limit),

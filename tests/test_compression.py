@@ -100,3 +100,30 @@ def test_gzip_is_sent_as_gzip_from_the_first_request(old_cloud: str) -> None:
         assert _OldCloud.seen == ["gzip"]
     finally:
         transport.close()
+
+
+def test_zstd_compression_is_safe_from_many_threads() -> None:
+    # One shared ZstdCompressor used by the backlog lane's workers at once crashed the
+    # edge process (SIGSEGV): run the same pattern in a child so a crash is a failure.
+    code = """
+import threading, zstandard
+from edgebuf.delivery.http import compressor
+compress = compressor("zstd")
+bodies = [bytes([65 + i]) * (200_000 + i) for i in range(8)]
+bad = []
+def work(i):
+    d = zstandard.ZstdDecompressor()
+    for _ in range(40):
+        if d.decompress(compress(bodies[i])) != bodies[i]:
+            bad.append(i)
+threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+assert not bad, bad
+"""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+import threading
 from collections.abc import Callable
 
 import httpx
@@ -34,7 +35,17 @@ def compressor(name: str) -> Callable[[bytes], bytes] | None:
     if name == "zstd":
         import zstandard  # loaded when first chosen
 
-        return zstandard.ZstdCompressor(level=1).compress
+        # A ZstdCompressor is not thread-safe (sharing one between the backlog lane's
+        # workers crashes the process): one per thread.
+        local = threading.local()
+
+        def compress(body: bytes) -> bytes:
+            ctx = getattr(local, "ctx", None)
+            if ctx is None:
+                ctx = local.ctx = zstandard.ZstdCompressor(level=1)
+            return ctx.compress(body)
+
+        return compress
     if name == "none":
         return None
     raise ValueError(f"compression must be one of {', '.join(COMPRESSIONS)}, got {name!r}")
