@@ -57,7 +57,8 @@ def _http_transport(s: EdgeSettings, tls: ssl.SSLContext | None, faults: FaultLo
         api_key=s.api_key,
         request_timeout=s.request_timeout,
         health_timeout=s.health_timeout,
-        use_gzip=s.gzip,
+        compression=s.wire_compression,
+        max_connections=s.drain_concurrency + 2,
         tls=tls,
         faults=faults,
     )
@@ -87,6 +88,7 @@ class EnhancedAsyncLoggingClient(AsyncSurface):
         batch_timeout: float | None = None,
         backfill_batch_size: int | None = None,
         drain_concurrency: int | None = None,
+        drain_adaptive: bool | None = None,
         monitor_interval: float | None = None,
         health_timeout: float | None = None,
         request_timeout: float | None = None,
@@ -99,6 +101,7 @@ class EnhancedAsyncLoggingClient(AsyncSurface):
         overflow_policy: Literal["evict", "reject"] | None = None,
         max_record_bytes: int | None = None,
         gzip: bool | None = None,
+        compression: Literal["zstd", "gzip", "none"] | None = None,
         reserve_bytes: int | None = None,
         auto_repair: bool | None = None,
         verify_on_start: bool | None = None,
@@ -152,6 +155,7 @@ class EnhancedAsyncLoggingClient(AsyncSurface):
                 self.clock,
                 batch_size=s.backfill_batch_size,
                 concurrency=s.drain_concurrency,
+                adaptive=s.drain_adaptive,
             )
             self.connectivity = ConnectivityMonitor(
                 self.transport, self.clock, interval=s.monitor_interval, rng=rng
@@ -176,6 +180,7 @@ class EnhancedAsyncLoggingClient(AsyncSurface):
                 if s.durability == "normal"
                 else None
             )
+            self.recovery.on_answer = self.shipper.wake  # a backlog answer is ready to settle
             self.connectivity.add_callback(self._on_connectivity)
             if on_connectivity_change is not None:
                 self.connectivity.add_callback(on_connectivity_change)
@@ -222,7 +227,9 @@ class EnhancedAsyncLoggingClient(AsyncSurface):
             if self.syncer is not None:
                 steps.callback(self.syncer.stop)
             steps.callback(self.transport.close)
-            steps.callback(self.recovery.close)
+            steps.callback(  # backlog requests in flight settle, within the deadline
+                lambda: self.recovery.close(timeout=max(0.1, deadline - self.clock.monotonic()))
+            )
             if started:
                 steps.callback(
                     lambda: self.shipper.stop(

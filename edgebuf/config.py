@@ -61,7 +61,20 @@ class EdgeSettings(BaseSettings):
     batch_size: int = Field(32, ge=1, le=10_000)
     batch_timeout: float = Field(10.0, gt=0)
     backfill_batch_size: int = Field(512, ge=1, le=10_000)
-    drain_concurrency: int = Field(2, ge=1, le=8)
+    drain_concurrency: int = Field(
+        32,
+        ge=1,
+        le=64,
+        description="The most backlog requests in flight. With drain_adaptive (the default)"
+        " the lane starts at 2 and adapts between 1 and this; without, exactly this many"
+        " (drain_concurrency=2, drain_adaptive=false is the lane of earlier versions).",
+    )
+    drain_adaptive: bool = Field(
+        True,
+        description="Adapt the backlog requests in flight to the round trip (AIMD, like"
+        " Vector's adaptive request concurrency): more while it stays flat, fewer on"
+        " 429/503 or a rising round trip.",
+    )
     monitor_interval: float = Field(30.0, gt=0)
     health_timeout: float = Field(5.0, gt=0)
     request_timeout: float = Field(30.0, gt=0)
@@ -76,11 +89,30 @@ class EdgeSettings(BaseSettings):
     sync_interval: float = Field(1.0, gt=0)
     overflow_policy: Literal["evict", "reject"] = "evict"
     max_record_bytes: int = Field(1024 * 1024, ge=256)
-    gzip: bool = True
+    compression: Literal["zstd", "gzip", "none"] | None = Field(
+        None,
+        description="Body compression (bodies of 1 KiB and more): zstd (level 1, the default:"
+        " 18% fewer bytes than gzip at a third of its CPU), gzip (level 1) or none. A cloud"
+        " that answers 415 to zstd gets gzip from then on.",
+    )
+    gzip: bool | None = Field(
+        None,
+        description="The older switch, used when compression is not given: false = none,"
+        " true = gzip.",
+    )
     reserve_bytes: int = Field(8 * 1024 * 1024, ge=0)
     auto_repair: bool = True
     verify_on_start: bool = True
     reconcile_interval: float = Field(300.0, ge=0)  # 0: no reconciliation (an older cloud)
+
+    @property
+    def wire_compression(self) -> str:
+        """The compression in force: ``compression``, else what ``gzip`` says, else zstd."""
+        if self.compression is not None:
+            return self.compression
+        if self.gzip is not None:
+            return "gzip" if self.gzip else "none"
+        return "zstd"
 
     @field_validator("endpoint")
     @classmethod

@@ -2,7 +2,11 @@
 ``import edgebuf`` does not load httpx, nor the click and rich that httpx's CLI pulls in).
 
 Network exceptions are translated here into plain ``SendResult`` values, so nothing above
-this module sees httpx types. This is also where an answer is told apart from the cloud's:
+this module sees httpx types. Bodies of 1 KiB and more are compressed: ``zstd`` (level 1) by
+default, ``gzip`` (level 1) or ``none``; a 415 to a compressed body (a cloud older than its
+edge) makes the transport send the same body again with gzip at once and keep gzip from
+then on (logged once), so an old cloud costs one extra request, never a dead-lettered
+batch. This is also where an answer is told apart from the cloud's:
 a 2xx counts as an acknowledgement only when it carries the cloud's ``{"batch_id",
 "accepted", "duplicates"}``, and an error only sets ``refused`` when its JSON body is the
 cloud's own (``"service": "edgebuf-cloud"``). Anything else (nginx's 400 page for a missing
@@ -14,8 +18,11 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 import re
 import ssl
+import threading
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -23,6 +30,9 @@ import httpx
 from edgebuf.delivery.state import CLOUD, NETWORK, NOT_ACK, PROXY, TLS, FaultLog
 from edgebuf.delivery.transport import SendResult, parse_retry_after
 
+log = logging.getLogger("edgebuf.delivery.http")
+
+COMPRESSIONS = ("zstd", "gzip", "none")
 CLOUD_SERVICE = "edgebuf-cloud"  # the "service" field of the cloud's error bodies
 _TITLE = re.compile(rb"<title>\s*(.*?)\s*</title>", re.IGNORECASE | re.DOTALL)
 
@@ -94,8 +104,32 @@ def error_result(resp: httpx.Response) -> SendResult:
     return SendResult(status, retry_after=retry_after, error=reason, fault=kind)
 
 
+def compressor(name: str) -> Callable[[bytes], bytes] | None:
+    """The body compressor for a ``compression`` setting (None for ``none``)."""
+    if name == "gzip":
+        # Level 1: most of the size win for a fraction of the CPU on a small box.
+        return lambda body: gzip.compress(body, compresslevel=1)
+    if name == "zstd":
+        import zstandard  # loaded when first chosen
+
+        # A ZstdCompressor is not thread-safe (sharing one between the backlog lane's
+        # workers crashes the process): one per thread.
+        local = threading.local()
+
+        def compress(body: bytes) -> bytes:
+            ctx = getattr(local, "ctx", None)
+            if ctx is None:
+                ctx = local.ctx = zstandard.ZstdCompressor(level=1)
+            return ctx.compress(body)
+
+        return compress
+    if name == "none":
+        return None
+    raise ValueError(f"compression must be one of {', '.join(COMPRESSIONS)}, got {name!r}")
+
+
 class HttpTransport:
-    """httpx-based transport with keep-alive, separate timeouts and optional gzip bodies.
+    """httpx-based transport with keep-alive, separate timeouts and compressed bodies.
 
     ``tls``: the SSLContext of ``EdgeSettings``' CA bundle and client certificate (see
     ``edgebuf.config.ssl_context``), else httpx's default verification. ``faults``: where
@@ -114,7 +148,11 @@ class HttpTransport:
         use_gzip: bool = True,
         tls: ssl.SSLContext | None = None,
         faults: FaultLog | None = None,
+        max_connections: int = 4,
+        compression: str | None = None,
     ) -> None:
+        """``compression`` is zstd, gzip or none; not given, ``use_gzip`` (the older
+        switch) picks gzip or none."""
         headers = {"Content-Type": "application/json", "User-Agent": "edgebuf"}
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
@@ -122,21 +160,33 @@ class HttpTransport:
             base_url=endpoint,
             headers=headers,
             timeout=httpx.Timeout(request_timeout, connect=min(request_timeout, 10.0)),
-            limits=httpx.Limits(max_connections=4, max_keepalive_connections=2),
+            # the backlog lane's requests in flight, the live lane's and the health probe's
+            limits=httpx.Limits(max_connections=max(4, max_connections),
+                                max_keepalive_connections=max(2, max_connections)),
             verify=tls if tls is not None else True,
         )
         self._health_timeout = health_timeout
-        self._gzip = use_gzip
+        self.compression = compression or ("gzip" if use_gzip else "none")
+        self._compress = compressor(self.compression)
         self._faults = faults
 
+    def _post(self, body: bytes) -> httpx.Response:
+        encoding = self.compression
+        if self._compress is None or len(body) < self.GZIP_MIN_BYTES:
+            return self._client.post("/log", content=body)
+        resp = self._client.post("/log", content=self._compress(body),
+                                 headers={"Content-Encoding": encoding})
+        if resp.status_code == 415 and encoding != "gzip":
+            # A cloud older than this edge: it takes gzip. Switch for good, send again.
+            log.warning("cloud refused Content-Encoding %s (HTTP 415); using gzip from now on",
+                        encoding)
+            self.compression, self._compress = "gzip", compressor("gzip")
+            return self._post(body)
+        return resp
+
     def send(self, body: bytes) -> SendResult:
-        headers = {}
-        if self._gzip and len(body) >= self.GZIP_MIN_BYTES:
-            # Level 1: most of the size win for a fraction of the CPU on a small box.
-            body = gzip.compress(body, compresslevel=1)
-            headers["Content-Encoding"] = "gzip"
         try:
-            resp = self._client.post("/log", content=body, headers=headers)
+            resp = self._post(body)
         except httpx.TimeoutException as exc:
             return SendResult(None, error=f"timeout: {type(exc).__name__}", fault=NETWORK)
         except httpx.HTTPError as exc:

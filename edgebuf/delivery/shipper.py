@@ -12,7 +12,9 @@ Per pass, in order:
 4. live lane: ``batch_size`` new records are waiting, or the first of them has waited
    ``batch_timeout`` -> send the newest ``batch_size`` pending rows;
 5. backlog lane: when the buffer holds more pending rows than the live lane's next batch
-   (an index probe, every pass), send oldest-first backfill batches.
+   (an index probe, every pass), or backlog requests are in flight, keep the lane's window
+   of oldest-first backfill batches full (``recovery.drain_step``) and settle what it
+   hands back.
 The loop also wakes at least every ``batch_timeout`` while idle, so rows that another
 process put back to pending (``edgebuf requeue-failed``) are picked up without a restart.
 After ``max_retries`` consecutive failed attempts the loop marks the cloud down and stops
@@ -206,7 +208,7 @@ class ShippingLoop:
             if batch is not None:
                 self._handle(self.sender.send_batch(batch), self.clock.monotonic())
             return 0.0
-        if self.recovery.has_backlog(live=self.new_count):
+        if self.recovery.needs_pass(live=self.new_count):
             outcome = self.recovery.drain_step()
             if outcome is not None:
                 self._handle(outcome, self.clock.monotonic())

@@ -6,6 +6,12 @@ forwards it upstream with ``Connection: close`` and relays the answer byte for b
 misbehaves. Every answer ends the connection, which httpx treats like any server that does
 not keep connections alive; that makes each request a separate unit a fault can hit.
 
+A ``LinkShaper`` (``edgebuf.lab.link``), when one is set, carries every request and
+answer between the edge and the proxy, whatever the fault: the request crosses the link
+before it is forwarded (or refused, or hung), the answer crosses it before it is written.
+Every request's ``bytes_up`` / ``bytes_down`` (head and body as on the wire) are counted
+with or without a link.
+
 Two ways to be "down": closing the listening socket makes new connects fail with
 ECONNREFUSED; a reset (close with ``SO_LINGER`` 0) makes an open connection fail with
 ECONNRESET instead of a clean end of stream, as a dropped NAT entry or a rebooted box does.
@@ -26,6 +32,7 @@ from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
     from edgebuf.lab.fault import Fault
+    from edgebuf.lab.link import LinkShaper
 
 MAX_HEAD = 64 * 1024  # request line and headers; more is answered 431
 _HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "te", "upgrade", "host"}
@@ -46,6 +53,7 @@ class Request:
     target: str
     headers: list[tuple[str, str]]
     body: bytes
+    size: int = 0  # bytes on the wire: request line, headers and body
 
     @property
     def path(self) -> str:
@@ -74,7 +82,7 @@ async def read_request(reader: asyncio.StreamReader) -> Request | int | None:
         body = await reader.readexactly(length) if length else b""
     except asyncio.IncompleteReadError:
         return None
-    return Request(method.upper(), target, headers, body)
+    return Request(method.upper(), target, headers, body, len(head) + len(body))
 
 
 def response(code: int, detail: str, retry_after: float | None = None) -> bytes:
@@ -122,7 +130,9 @@ class ProxyServer:
     Runs inside one event loop (the owner's thread); ``report(entry)`` gets one dict per
     request: ``t`` (arrival), ``t_done``, method, path, ``mode``, ``outcome`` (forwarded,
     slowed, dropped_ack, injected, hung, reset, upstream_error, bad_request), ``status``
-    and, for forwarded ``/log`` answers, the cloud's ``accepted`` / ``duplicates``.
+    and, for forwarded ``/log`` answers, the cloud's ``accepted`` / ``duplicates``; with
+    ``bytes_up`` / ``t_up`` (the request has crossed the link) and ``bytes_down`` /
+    ``t_answered`` (the answer has crossed it and is written) where they apply.
     """
 
     def __init__(
@@ -144,6 +154,7 @@ class ProxyServer:
         self.upstream_timeout = upstream_timeout
         self._server: asyncio.Server | None = None
         self._conns: dict[asyncio.StreamWriter, asyncio.Task] = {}
+        self.shaper: LinkShaper | None = None  # the link between the edge and us, if shaped
 
     @property
     def listening(self) -> bool:
@@ -227,6 +238,10 @@ class ProxyServer:
             self._done(entry, "reset")
             reset(writer)
             return
+        shaper = self.shaper
+        if shaper is not None:
+            await shaper.send(req.size, upstream=True)
+        entry["bytes_up"], entry["t_up"] = req.size, time.time()
         if kind == "hang":
             self._done(entry, "hung")
             await reader.read()  # until the client gives up (or we are closed)
@@ -235,8 +250,7 @@ class ProxyServer:
             assert fault.code is not None
             self._done(entry, "injected", status=fault.code)
             detail = f"injected by FaultProxy: HTTP {fault.code}"
-            writer.write(response(fault.code, detail, fault.retry_after))
-            await writer.drain()
+            await self._answer(writer, response(fault.code, detail, fault.retry_after), entry)
             return
         try:
             raw = await self._forward(req)
@@ -245,8 +259,8 @@ class ProxyServer:
         except (asyncio.TimeoutError, OSError) as exc:
             code = 504 if isinstance(exc, asyncio.TimeoutError) else 502
             self._done(entry, "upstream_error", status=code)
-            writer.write(response(code, f"upstream unreachable or silent: {exc!r}"))
-            await writer.drain()
+            await self._answer(writer, response(code, f"upstream unreachable or silent: {exc!r}"),
+                               entry)
             return
         status, data = parse_answer(raw)
         info = {k: data[k] for k in ("accepted", "duplicates") if isinstance(data.get(k), int)}
@@ -259,6 +273,14 @@ class ProxyServer:
         # Counted before the write: a client that gave up during a slow answer still made
         # the cloud commit, and that is what the counters are for.
         self._done(entry, "slowed" if kind == "slow" else "forwarded", status=status, **info)
+        await self._answer(writer, raw, entry)
+
+    async def _answer(self, writer: asyncio.StreamWriter, raw: bytes, entry: dict) -> None:
+        """Carry an answer back over the link (if shaped) and write it."""
+        shaper = self.shaper
+        if shaper is not None:
+            await shaper.send(len(raw), upstream=False)
+        entry["bytes_down"], entry["t_answered"] = len(raw), time.time()  # before any byte
         writer.write(raw)
         await writer.drain()
 

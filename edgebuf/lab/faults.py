@@ -3,7 +3,8 @@
 ``FaultProxy`` sits between an edge client
 and the real cloud on a real socket and misbehaves on command: refuse connections, hang,
 answer 503/429 with ``Retry-After``, answer slowly, forward a batch and drop the
-acknowledgement, flap. Here is its control surface (modes switched from any thread, the
+acknowledgement, flap; and, under any of those modes, shape the wire like a factory uplink
+(``link``: bandwidth, round trip, stalls; see ``edgebuf.lab.link``). Here is its control surface (modes switched from any thread, the
 timeline, the counters); the socket work is ``edgebuf.lab.faultproxy``. ``Fault`` (one mode, a value) is
 ``edgebuf.lab.fault``, ``EventLog`` (the timeline) ``edgebuf.lab.events`` and ``kill_process``
 ``edgebuf.lab.processes``; they are re-exported here for convenience.
@@ -13,6 +14,8 @@ timeline, the counters); the socket work is ``edgebuf.lab.faultproxy``. ``Fault`
         proxy.status(503, retry_after=1)   # a 5xx storm behind a healthy /health
         ...
         proxy.pass_through()
+        proxy.link(bandwidth_bps=mbit(5), rtt=0.15)   # 5 Mbit/s, 150 ms, under every mode
+        proxy.link(None)                               # the plain loopback again
 """
 
 from __future__ import annotations
@@ -26,9 +29,11 @@ from typing import Any
 from edgebuf.lab.events import EventLog
 from edgebuf.lab.fault import DOWN, PASS, Fault
 from edgebuf.lab.faultproxy import ProxyServer
+from edgebuf.lab.link import Link, LinkShaper, mbit
 from edgebuf.lab.processes import kill_process
 
-__all__ = ["EventLog", "Fault", "FaultProxy", "kill_process"]
+__all__ = ["EventLog", "Fault", "FaultProxy", "Link", "kill_process", "mbit"]
+
 
 class FaultProxy:
     """A misbehaving HTTP hop between an edge client and ``upstream`` (the cloud's base URL).
@@ -54,6 +59,7 @@ class FaultProxy:
         self.requests: list[dict] = []
         self._lock = threading.Lock()
         self._mode = PASS
+        self._link: Link | None = None
         self._flap_down = False
         self._impaired = False
         self._next: collections.deque[list] = collections.deque()  # [remaining, fault, path]
@@ -119,6 +125,48 @@ class FaultProxy:
         """Alternate down and pass every ``period`` seconds, starting down."""
         return self.set_mode("flap", period=period)
 
+    # ------------------------------------------------------------------ the link
+    def link(
+        self,
+        bandwidth_bps: float | None = 0.0,
+        rtt: float = 0.0,
+        stalls: tuple[float, float] | None = None,
+        *,
+        seed: int = 0,
+    ) -> Link | None:
+        """Shape the wire between the edge and the proxy, under whatever mode is in force.
+
+        ``bandwidth_bps`` is in **bytes** per second per direction (``mbit(5)`` converts
+        from Mbit/s; 0 = unlimited), one token bucket per direction shared by every
+        connection; ``rtt`` seconds are added to each request/response exchange (half each
+        way; requests in flight pay theirs concurrently); ``stalls`` = (mean seconds
+        between stalls, seconds each), drawn from ``seed``. ``link(None)`` removes the
+        shaping. Requests already on the link finish under the old shape. A link is not an
+        outage: no ``outage_start`` is logged for it.
+        """
+        shape = None if bandwidth_bps is None else Link(
+            bandwidth=bandwidth_bps, rtt=rtt, seed=seed,
+            stall_every=stalls[0] if stalls else 0.0,
+            stall_seconds=stalls[1] if stalls else 0.0,
+        )
+        return self.set_link(shape)
+
+    def set_link(self, shape: Link | None) -> Link | None:
+        """Put a ``Link`` in force (None: no shaping); counters restart with it."""
+
+        async def apply() -> None:
+            self._server.shaper = LinkShaper(shape) if shape is not None else None
+
+        self._call(apply())
+        self._link = shape
+        self.events.add("link", link=shape.name if shape is not None else "none")
+        return shape
+
+    @property
+    def link_shape(self) -> Link | None:
+        """The ``Link`` in force, if any."""
+        return self._link
+
     def fail_next(
         self, n: int, mode: str | Fault | int = "down", *, path: str | None = "/log", **params: Any
     ) -> Fault:
@@ -132,12 +180,19 @@ class FaultProxy:
 
     # ------------------------------------------------------------------ counters
     def counters(self) -> dict[str, Any]:
-        """Requests seen, by mode and by outcome, and the cloud's accepted / duplicates
-        totals from the ``POST /log`` answers that went through (dropped ones included)."""
+        """Requests seen, by mode and by outcome, the cloud's accepted / duplicates totals
+        from the ``POST /log`` answers that went through (dropped ones included), and the
+        bytes that crossed the edge side of the proxy (``bytes_up`` edge -> cloud,
+        ``bytes_down`` back; ``log_bytes_up`` for ``POST /log`` alone), link or not."""
         with self._lock:
             reqs = list(self.requests)
         logs = [r for r in reqs if r["path"] == "/log"]
+        shaper = self._server.shaper
         return {
+            "bytes_up": sum(r.get("bytes_up", 0) for r in reqs),
+            "bytes_down": sum(r.get("bytes_down", 0) for r in reqs),
+            "log_bytes_up": sum(r.get("bytes_up", 0) for r in logs),
+            "stalls": shaper.stalls if shaper is not None else 0,
             "requests": len(reqs),
             "log_requests": len(logs),
             "by_mode": dict(collections.Counter(r["mode"] for r in reqs)),

@@ -19,12 +19,12 @@ import time
 import httpx
 import psycopg
 import pytest
-from edgebuf.lab.faults import FaultProxy
 from sqlalchemy.engine import make_url
 
 from cloud.maintenance import partition_name
 from cloud.retention import DAY
 from cloud.testing import CloudServer, wait_ready
+from edgebuf.lab.faults import FaultProxy
 
 DEVICES = ("edge-1", "edge-2", "edge-3")
 PER_DEVICE = 240

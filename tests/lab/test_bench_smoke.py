@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-BENCHMARKS = ["hot_path", "drain", "cloud_ingest", "footprint", "inference", "cloud_volume"]
+BENCHMARKS = ["hot_path", "drain", "cloud_ingest", "footprint", "inference", "cloud_volume", "uplink"]
 
 
 @pytest.mark.parametrize("name", BENCHMARKS)
