@@ -173,6 +173,7 @@ class EnhancedAsyncLoggingClient(AsyncSurface):
                 backoff_cap=s.backoff_cap,
                 rng=rng,
                 reconciler=self.reconciler,
+                disk_full=self.disk_full,
             )
             # normal mode: committed records reach the disk within sync_interval (full: at once)
             self.syncer = (

@@ -43,6 +43,10 @@ def make_client(tmp_path, clock, cloud):
         # Reconciliation (on by default) has its own tests (core/test_reconcile.py); the
         # policy tests here count delivered rows as the cleanup rules see them without it.
         kwargs.setdefault("reconcile_interval", 0)
+        # One backlog request at a time runs in the calling thread: a pass of the loop is
+        # then deterministic on the fake clock. The adaptive lane's worker threads have
+        # their own tests (core/test_concurrency.py, integration/test_uplink_drain.py).
+        kwargs.setdefault("drain_concurrency", 1)
         client = EnhancedAsyncLoggingClient(
             transport=kwargs.pop("transport", cloud),
             clock=clock,

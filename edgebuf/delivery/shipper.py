@@ -34,7 +34,9 @@ from edgebuf.delivery.policy import RETRY_AFTER_CAP, backoff_delay
 from edgebuf.delivery.reconcile import Reconciler
 from edgebuf.delivery.recovery import BufferRecoveryManager
 from edgebuf.delivery.sender import Sender, SendOutcome
+from edgebuf.errors import DiskFullError
 from edgebuf.space.capacity import CapacityManager
+from edgebuf.space.diskfull import DiskFullProcedure
 
 log = logging.getLogger("edgebuf.delivery.shipper")
 
@@ -63,6 +65,7 @@ class ShippingLoop:
         rng: random.Random | None = None,
         on_maintenance: Callable[[], None] | None = None,
         reconciler: Reconciler | None = None,
+        disk_full: DiskFullProcedure | None = None,
     ) -> None:
         self.sender = sender
         self.store = sender.store
@@ -78,6 +81,7 @@ class ShippingLoop:
         self.rng = rng or random.Random()
         self.on_maintenance = on_maintenance
         self.reconciler = reconciler
+        self.disk_full = disk_full
         self._lock = threading.Lock()
         self.new_count = 0  # records logged since the last live claim, at most batch_size
         self.first_new_at: float | None = None
@@ -177,7 +181,20 @@ class ShippingLoop:
             self.reconciler.run_once()
 
     def run_once(self) -> float | None:
-        """Do at most one send; return seconds until the next pass is due (0 = at once)."""
+        """Do at most one send; return seconds until the next pass is due (0 = at once).
+
+        A full disk (a claim or a settle refused) runs the disk-full procedure, as a refused
+        ``log_prediction`` does: delivered rows make room, and the next pass goes on."""
+        try:
+            return self._pass()
+        except DiskFullError as exc:
+            if self.disk_full is None:
+                raise
+            log.warning("disk full while shipping (%s); freeing delivered rows", exc)
+            self.disk_full.free()
+            return 0.05
+
+    def _pass(self) -> float | None:
         now = self.clock.monotonic()
         if self.store.has_orphaned:  # rows a failed settle left in flight
             self.store.release_orphaned()

@@ -20,6 +20,11 @@ class Fault:
     ``drop_ack`` (forward, so the cloud commits, then close without answering) and
     ``flap`` (down and pass alternating every ``period`` seconds).
 
+    ``as_cloud`` (status faults): the answer's body is in the cloud's own words, a refusal of
+    the records (``"service": "edgebuf-cloud", "refused": "record"``), which the edge takes as
+    evidence that the records are at fault; without it the answer is a proxy's, which the
+    edge retries.
+
     ``health`` says whether requests other than ``POST /log`` (the ``/health`` probe)
     suffer the fault too. Link faults (down, hang, slow, flap) hit everything by default;
     service faults (status, drop_ack) hit only ``/log`` by default, so a 5xx storm happens
@@ -32,6 +37,7 @@ class Fault:
     seconds: float = 0.0
     period: float = 0.0
     health: bool = True
+    as_cloud: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in MODES:

@@ -85,9 +85,15 @@ async def read_request(reader: asyncio.StreamReader) -> Request | int | None:
     return Request(method.upper(), target, headers, body, len(head) + len(body))
 
 
-def response(code: int, detail: str, retry_after: float | None = None) -> bytes:
-    """A complete JSON error answer of our own making (``Connection: close``)."""
-    body = json.dumps({"detail": detail}).encode()
+def response(
+    code: int, detail: str, retry_after: float | None = None, *, as_cloud: bool = False
+) -> bytes:
+    """A complete JSON error answer of our own making (``Connection: close``); with
+    ``as_cloud``, in the cloud's own words: a refusal of the batch's records."""
+    payload: dict[str, Any] = {"detail": detail}
+    if as_cloud:
+        payload.update(service="edgebuf-cloud", refused="record")
+    body = json.dumps(payload).encode()
     head = (
         f"HTTP/1.1 {code} {_REASONS.get(code, 'Error')}\r\n"
         f"content-type: application/json\r\ncontent-length: {len(body)}\r\n"
@@ -250,7 +256,8 @@ class ProxyServer:
             assert fault.code is not None
             self._done(entry, "injected", status=fault.code)
             detail = f"injected by FaultProxy: HTTP {fault.code}"
-            await self._answer(writer, response(fault.code, detail, fault.retry_after), entry)
+            answer = response(fault.code, detail, fault.retry_after, as_cloud=fault.as_cloud)
+            await self._answer(writer, answer, entry)
             return
         try:
             raw = await self._forward(req)

@@ -45,7 +45,9 @@ def fill_until_full(client) -> list[str]:
 
 def test_disk_full_is_clear_and_loses_nothing_then_resumes(small_fs, make_client, clock):
     ballast = small_fs / "ballast"
-    ballast.write_bytes(b"\0" * 4 * 1024 * 1024)
+    # The space that returns must hold the drain's WAL (up to SQLite's 4 MiB threshold) and
+    # the delivered rows' index entries (schema 3 indexes them for reconciliation): 6 MiB.
+    ballast.write_bytes(b"\0" * 6 * 1024 * 1024)
     client = make_client(db_path=small_fs / "b.db", reserve_bytes=6 * 1024 * 1024)
     assert client.reserve.held
     ids = fill_until_full(client)
