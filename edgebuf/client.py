@@ -182,7 +182,8 @@ class EnhancedAsyncLoggingClient(AsyncSurface):
                 else None
             )
             self.recovery.on_answer = self.shipper.wake  # a backlog answer is ready to settle
-            self.connectivity.add_callback(self._on_connectivity)
+            # Restored (or first seen up): the loop drains whatever the buffer holds.
+            self.connectivity.add_callback(lambda _old, _new: self.shipper.wake())
             if on_connectivity_change is not None:
                 self.connectivity.add_callback(on_connectivity_change)
             undo.pop_all()
@@ -246,10 +247,6 @@ class EnhancedAsyncLoggingClient(AsyncSurface):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    def _on_connectivity(self, old: str, new: str) -> None:
-        # Restored (or first seen up with a backlog on disk): drain what waited.
-        self.shipper.wake()  # the loop drains whatever the buffer holds
 
     # ------------------------------------------------------------------ logging
     def _check_open(self) -> None:
