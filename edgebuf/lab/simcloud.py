@@ -1,4 +1,9 @@
-"""The simulated cloud of ``edgebuf simulate``: a Transport on a FakeClock with seeded faults.
+"""The world around the client in ``edgebuf simulate``: the cloud, the disk, the process.
+
+``SimCloud`` is a Transport on a FakeClock with seeded faults; below it are the fault plan
+(what happens when, drawn from the seed) and the injectors of disk and process faults: a
+real SQLITE_FULL, a damaged page, a kill at the k-th call or file operation, the lock of a
+dead process released.
 
 It stores each record once by (device, record id), the way the cloud's ``POST /log`` does,
 and keeps what the invariants need: how many times each record was stored (a duplicate is
@@ -17,11 +22,21 @@ fault.
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
+import logging
+import math
+import os
 import random
-from collections.abc import Callable
+import shutil
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
 
-from edgebuf import FakeClock, SendResult
+from edgebuf import FakeClock, LocalBufferManager, SendResult
+
+DAY, HOUR = 86_400.0, 3_600.0
 
 # Exceptions a buggy custom Transport might raise (anything but BaseException subclasses).
 TRANSPORT_EXCEPTIONS: tuple[type[Exception], ...] = (
@@ -188,3 +203,154 @@ class SimCloud:
 
     def close(self) -> None:
         pass
+
+
+# Fault kinds and their mean number per simulated day.
+FAULT_RATES: dict[str, float] = {
+    "outage": 2.0, "flaky": 3.0, "poison": 0.5, "disk-full": 0.5, "crash": 0.7,
+    "crash-send": 0.5, "crash-cleanup": 0.3, "crash-repair": 0.4, "restart": 0.4,
+    "clock-jump": 0.7, "requeue": 1.0, "cleanup2": 0.7, "flush": 0.7, "idle": 1.0,
+}  # fmt: skip
+ALL_FAULTS = frozenset(FAULT_RATES)
+
+
+def draw_plan(rng: random.Random, days: float, faults: frozenset[str]) -> list[tuple[float, str]]:
+    """(time offset, kind) of every fault, drawn from the seed (Poisson per kind)."""
+    plan = []
+    for kind, rate in FAULT_RATES.items():
+        n = poisson(rng, rate * days)
+        plan += [(rng.uniform(0.0, days * DAY), kind) for _ in range(n) if kind in faults]
+    return sorted(plan)
+
+
+def poisson(rng: random.Random, mean: float) -> int:
+    n, t = 0, rng.expovariate(1.0)
+    while t < mean:
+        n, t = n + 1, t + rng.expovariate(1.0)
+    return n
+
+
+def log_uniform(rng: random.Random, lo: float, hi: float) -> float:
+    return math.exp(rng.uniform(math.log(lo), math.log(hi)))
+
+
+_FILE_OPS = ("replace", "rename", "remove", "unlink", "fsync")  # os functions a kill can hit
+
+
+def hash_str(text: str) -> int:
+    """A stable hash (Python's own is salted per process)."""
+    h = 0
+    for ch in text.encode():
+        h = (h * 131 + ch) % (1 << 61)
+    return h
+
+
+def fill_disk(store: LocalBufferManager) -> None:
+    """A real SQLITE_FULL: no page beyond the current ones (reopening lifts it)."""
+    with contextlib.suppress(Exception):
+        pages = store.size_info()["file_bytes"] // store.size_info()["page_size"]
+        store.execute_write(f"PRAGMA max_page_count = {pages}")
+
+
+def lift_disk_full(store: LocalBufferManager) -> None:
+    with contextlib.suppress(Exception):
+        store.execute_write("PRAGMA max_page_count = 1073741823")
+
+
+def damage(path: Path) -> None:
+    """Overwrite the root page of the status index: ``quick_check`` fails, rows survive."""
+    conn = sqlite3.connect(path)
+    try:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        root = conn.execute("SELECT rootpage FROM sqlite_master WHERE name='idx_status'").fetchone()
+        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+    finally:
+        conn.close()
+    if root is None:
+        return
+    with open(path, "r+b") as f:
+        f.seek((root[0] - 1) * page_size)
+        f.write(b"\xa5" * 64)
+
+
+@contextlib.contextmanager
+def kill_at_call(obj: Any, names: Iterable[str], k: int | None) -> Iterator[None]:
+    """Kill the process at the ``k``-th call of any of ``obj``'s methods ``names``."""
+    calls = [0]
+    originals = {name: getattr(obj, name) for name in names}
+
+    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            calls[0] += 1
+            if calls[0] == k:
+                raise SimCrash(f"killed at call {k} ({fn.__name__})")
+            return fn(*args, **kwargs)
+
+        return wrapper
+
+    for name, fn in originals.items():
+        setattr(obj, name, wrap(fn))
+    try:
+        yield
+    finally:
+        for name in originals:
+            with contextlib.suppress(AttributeError):
+                delattr(obj, name)
+
+
+@contextlib.contextmanager
+def kill_at_file_op(k: int, note: Callable[[str], None]) -> Iterator[None]:
+    """Kill the process at the ``k``-th file operation (rename, remove, copy, fsync)."""
+    calls = [0]
+    originals = {name: getattr(os, name) for name in _FILE_OPS}
+    copy = shutil.copyfile
+
+    def wrap(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            calls[0] += 1
+            if calls[0] == k:
+                note(f"kill at file op {k}: {name}")
+                raise SimCrash(f"killed at file op {k} ({name})")
+            return fn(*args, **kwargs)
+
+        return wrapper
+
+    for name, fn in originals.items():
+        setattr(os, name, wrap(name, fn))
+    shutil.copyfile = wrap("copyfile", copy)  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        for name, fn in originals.items():
+            setattr(os, name, fn)
+        shutil.copyfile = copy  # type: ignore[assignment]
+
+
+def scratch_dir() -> str | None:
+    shm = Path("/dev/shm")
+    return str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
+
+
+def quiet_logs() -> contextlib.AbstractContextManager[None]:
+    """edgebuf logs every fault as it should; a simulation of thousands is silent."""
+    @contextlib.contextmanager
+    def quiet() -> Iterator[None]:
+        logger = logging.getLogger("edgebuf")
+        level = logger.level
+        logger.setLevel(logging.CRITICAL + 1)
+        try:
+            yield
+        finally:
+            logger.setLevel(level)
+
+    return quiet()
+
+
+def release_lock(db_path: Path) -> None:
+    """Close this process's descriptors of ``<db>.lock``, as the kernel does for a process
+    that died (the dead client's objects are kept, unclosed, so nothing closes them twice)."""
+    lock = os.path.realpath(f"{db_path}.lock")
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/self/fd/{fd}") == lock:
+                os.close(int(fd))

@@ -61,15 +61,13 @@ from __future__ import annotations
 import collections
 import contextlib
 import math
-import os
 import random
-import shutil
 import sqlite3
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,7 +79,23 @@ from edgebuf import (
     FakeClock,
     LocalBufferManager,
 )
-from edgebuf.lab.simcloud import RETRY_AFTER_MAX, SimCloud, SimCrash
+from edgebuf.lab.simcloud import (
+    ALL_FAULTS,
+    RETRY_AFTER_MAX,
+    SimCloud,
+    SimCrash,
+    damage,
+    draw_plan,
+    fill_disk,
+    hash_str,
+    kill_at_call,
+    kill_at_file_op,
+    lift_disk_full,
+    log_uniform,
+    quiet_logs,
+    release_lock,
+    scratch_dir,
+)
 
 DAY, HOUR = 86_400.0, 3_600.0
 DEVICE = "sim-cam"
@@ -91,13 +105,6 @@ LIVELOCK_STEPS = 20_000  # steps at one virtual instant: a busy loop
 RECOUNT_EVERY = 8  # full recount on every 8th step that changed the file, and on each fault
 TRACE_LEN = 30
 JITTER = 0.1  # the connectivity monitor's probe jitter (its default)
-# Fault kinds and their mean number per simulated day.
-FAULT_RATES: dict[str, float] = {
-    "outage": 2.0, "flaky": 3.0, "poison": 0.5, "disk-full": 0.5, "crash": 0.7,
-    "crash-send": 0.5, "crash-cleanup": 0.3, "crash-repair": 0.4, "restart": 0.4,
-    "clock-jump": 0.7, "requeue": 1.0, "cleanup2": 0.7, "flush": 0.7, "idle": 1.0,
-}  # fmt: skip
-ALL_FAULTS = frozenset(FAULT_RATES)
 SETTINGS: dict[str, Any] = {
     "batch_size": 32, "batch_timeout": 10.0, "monitor_interval": 30.0, "health_timeout": 5.0,
     "request_timeout": 30.0, "max_retries": 5, "backoff_base": 2.0, "backoff_cap": 60.0,
@@ -105,7 +112,6 @@ SETTINGS: dict[str, Any] = {
     "drain_concurrency": 1,  # a second request in flight runs on a pool thread: not replayable
 }  # fmt: skip
 WORLD_PLANTS = ("counter", "seq", "capacity")  # planted defects (tests of the checkers)
-_FILE_OPS = ("replace", "rename", "remove", "unlink", "fsync")  # os functions a kill can hit
 
 
 @dataclass
@@ -142,26 +148,6 @@ class SeedResult:
                 "wall_s": round(self.wall_s, 3)}  # fmt: skip
 
 
-def _plan(rng: random.Random, days: float, faults: frozenset[str]) -> list[tuple[float, str]]:
-    """(time offset, kind) of every fault, drawn from the seed (Poisson per kind)."""
-    plan = []
-    for kind, rate in FAULT_RATES.items():
-        n = _poisson(rng, rate * days)
-        plan += [(rng.uniform(0.0, days * DAY), kind) for _ in range(n) if kind in faults]
-    return sorted(plan)
-
-
-def _poisson(rng: random.Random, mean: float) -> int:
-    n, t = 0, rng.expovariate(1.0)
-    while t < mean:
-        n, t = n + 1, t + rng.expovariate(1.0)
-    return n
-
-
-def _log_uniform(rng: random.Random, lo: float, hi: float) -> float:
-    return math.exp(rng.uniform(math.log(lo), math.log(hi)))
-
-
 class World:
     """One seed: the client, the cloud, the fault plan, the event loop and the checkers."""
 
@@ -188,7 +174,7 @@ class World:
             planted=planted, note=self.note,
         )  # fmt: skip
         self.bound = self._liveness_bound()
-        plan = [(self.t0 + dt, kind) for dt, kind in _plan(self.fault_rng, days, faults)]
+        plan = [(self.t0 + dt, kind) for dt, kind in draw_plan(self.fault_rng, days, faults)]
         self.planted = planted
         if planted in WORLD_PLANTS:
             plan = sorted([*plan, (self.t0 + days * DAY / 3, "plant")])
@@ -260,7 +246,7 @@ class World:
         self.disturb()
         k, self.repair_crash_k = self.repair_crash_k, None
         try:
-            with _kill_at_file_op(k, self.note) if k else contextlib.nullcontext():
+            with kill_at_file_op(k, self.note) if k else contextlib.nullcontext():
                 client = EnhancedAsyncLoggingClient(
                     "http://sim-cloud.invalid", self.path, DEVICE, transport=self.cloud,
                     clock=self.clock, rng=random.Random(f"client-{self.seed}-{self.step}"),
@@ -284,7 +270,7 @@ class World:
         self.client = client
         self.capacity_cls = type(client.capacity)
         if self.now() < self.disk_full_until:
-            _fill_disk(client.store)
+            fill_disk(client.store)
         self.checker = client.store.read_connection()
         self.data_version = -1
         self.dropped_cursor = 0
@@ -308,12 +294,7 @@ class World:
         self.disturb()
 
     def _release_lock(self) -> None:
-        """Close the dead process's descriptors of ``<db>.lock`` (the kernel would)."""
-        lock = os.path.realpath(f"{self.path}.lock")
-        for fd in os.listdir("/proc/self/fd"):
-            with contextlib.suppress(OSError):
-                if os.readlink(f"/proc/self/fd/{fd}") == lock:
-                    os.close(int(fd))
+        release_lock(self.path)
 
     # ------------------------------------------------------------------ the two loops
     def ship(self) -> None:
@@ -400,50 +381,50 @@ class World:
         r, now = self.fault_rng, self.now()
         self.counts[kind] += 1
         if kind == "outage":
-            length = min(_log_uniform(r, 5.0, 2 * DAY), self.end_faults - now)
+            length = min(log_uniform(r, 5.0, 2 * DAY), self.end_faults - now)
             self.cloud.outage_until = max(self.cloud.outage_until, now + length)
             self.disturb(self.cloud.outage_until)
             self.note(f"cloud outage for {length:.0f}s")
         elif kind == "flaky":
-            length = min(_log_uniform(r, 60.0, 6 * HOUR), self.end_faults - now)
+            length = min(log_uniform(r, 60.0, 6 * HOUR), self.end_faults - now)
             self.cloud.flaky_until = max(self.cloud.flaky_until, now + length)
             self.cloud.flaky_p = r.uniform(0.2, 0.9)
             self.disturb(self.cloud.flaky_until)
             self.note(f"cloud flaky for {length:.0f}s (p={self.cloud.flaky_p:.2f})")
         elif kind == "poison":
-            length = min(_log_uniform(r, 600.0, 2 * HOUR), self.end_faults - now)
+            length = min(log_uniform(r, 600.0, 2 * HOUR), self.end_faults - now)
             self.cloud.poison_until = max(self.cloud.poison_until, now + length)
             self.cloud.poison_mod = r.choice((3, 5, 7))
             self.note(f"cloud refuses every seq % {self.cloud.poison_mod} == 0 for {length:.0f}s")
         elif kind == "disk-full":
-            length = min(_log_uniform(r, 60.0, 3 * HOUR), self.end_faults - now)
+            length = min(log_uniform(r, 60.0, 3 * HOUR), self.end_faults - now)
             self.disk_full_until = max(self.disk_full_until, now + length)
             self.disk_full_on = True
             self.disturb(self.disk_full_until)
             if self.client is not None:
-                _fill_disk(self.client.store)
+                fill_disk(self.client.store)
             self.note(f"disk full for {length:.0f}s")
         elif kind == "crash" and self.client is not None:
-            self.kill("SIGKILL between steps", _log_uniform(r, 1.0, HOUR))
+            self.kill("SIGKILL between steps", log_uniform(r, 1.0, HOUR))
         elif kind == "crash-send":
             self.cloud.crash_next = r.choice(("before", "after"))
-            self.crash_downtime = _log_uniform(r, 1.0, 600.0)
+            self.crash_downtime = log_uniform(r, 1.0, 600.0)
         elif kind == "crash-cleanup" and self.client is not None:
             k = r.randint(1, 6)
             store = self.client.store
             try:
-                with _kill_at_call(store, ("delete_rows", "incremental_vacuum", "execute_write",
+                with kill_at_call(store, ("delete_rows", "incremental_vacuum", "execute_write",
                                            "checkpoint", "size_info"), k):  # fmt: skip
                     report = self.client.cleanup(older_than_days=r.uniform(0.0, 2.0))
                 self.note(f"cleanup ran ({report})")
             except SimCrash:
-                self.kill(f"during cleanup, at store call {k}", _log_uniform(r, 1.0, 600.0))
+                self.kill(f"during cleanup, at store call {k}", log_uniform(r, 1.0, 600.0))
         elif kind == "crash-repair":
             if self.client is not None:
                 self.kill("before damage to the file", 0.0)
-            _damage(self.path)
+            damage(self.path)
             self.repair_crash_k = r.randint(1, 8)
-            self.restart_at = now + _log_uniform(r, 1.0, 600.0)
+            self.restart_at = now + log_uniform(r, 1.0, 600.0)
             self.note(f"file damaged (index page); start-up repair killed at file op {self.repair_crash_k}")
         elif kind == "restart" and self.client is not None:
             client = self.client
@@ -452,17 +433,17 @@ class World:
             if self.checker is not None:
                 self.checker.close()
                 self.checker = None
-            self.restart_at = now + _log_uniform(r, 1.0, 300.0)
+            self.restart_at = now + log_uniform(r, 1.0, 300.0)
             self.disturb()
             self.note("graceful restart")
         elif kind == "plant":
             self.plant()
         elif kind == "idle":
-            length = _log_uniform(r, 600.0, 12 * HOUR)
+            length = log_uniform(r, 600.0, 12 * HOUR)
             self.idle_until = max(self.idle_until, now + length)
             self.note(f"camera idle for {length:.0f}s")
         elif kind == "clock-jump":
-            jump = r.choice((-1, 1)) * _log_uniform(r, 60.0, 10 * DAY)
+            jump = r.choice((-1, 1)) * log_uniform(r, 60.0, 10 * DAY)
             self.clock.jump_wall(jump)
             self.note(f"wall clock jumped {jump:+.0f}s")
         elif kind == "requeue":
@@ -495,7 +476,7 @@ class World:
     def second_process_requeue(self) -> None:
         with LocalBufferManager(self.path, exclusive=False, clock=self.clock) as other:
             if self.now() < self.disk_full_until:
-                _fill_disk(other)
+                fill_disk(other)
             n = other.requeue_failed()
         self.note(f"second process: requeue-failed put back {n}")
         if n:
@@ -508,7 +489,7 @@ class World:
                 return
             manager = self.capacity_cls(other, capacity_bytes=self.settings["capacity_bytes"])
             calls = ("delete_rows", "incremental_vacuum", "execute_write", "checkpoint")
-            with _kill_at_call(other, calls, crash_k) if crash_k else contextlib.nullcontext():
+            with kill_at_call(other, calls, crash_k) if crash_k else contextlib.nullcontext():
                 report = manager.cleanup(days)
             self.note(f"second process: cleanup --older-than-days {days:.2f}: {report}")
         except SimCrash:
@@ -625,8 +606,13 @@ class World:
             return
         since = max(self.logged.get(row[0], self.t0), healthy)
         if now - since > self.bound:
-            self.violate("liveness", f"a record is still {row[1]} {now - since:.0f}s after the "
-                         f"cloud became healthy (bound {self.bound:.0f}s)")  # fmt: skip
+            seq, tries, error = self.checker.execute(
+                "SELECT seq, retry_count, last_error FROM prediction_buffer WHERE record_id = ?",
+                (row[0],),
+            ).fetchone()
+            self.violate("liveness", f"seq {seq} is still {row[1]} {now - since:.0f}s after the "
+                         f"cloud became healthy (bound {self.bound:.0f}s; {tries} retries, "
+                         f"last error {error!r})")  # fmt: skip
 
     def check_vanished(self) -> None:
         """Every record whose log returned is in the buffer, the cloud or dropped_records."""
@@ -674,7 +660,7 @@ class World:
             elif self.disk_full_on and now >= self.disk_full_until:
                 self.disk_full_on = False
                 if self.client is not None:
-                    _lift_disk_full(self.client.store)
+                    lift_disk_full(self.client.store)
                 self.note("disk space freed")
             elif self.plan and self.plan[0][0] <= now:
                 self.fault(self.plan.popleft()[1])
@@ -739,117 +725,6 @@ class World:
         }
 
 
-def hash_str(text: str) -> int:
-    """A stable hash (Python's own is salted per process)."""
-    h = 0
-    for ch in text.encode():
-        h = (h * 131 + ch) % (1 << 61)
-    return h
-
-
-def _fill_disk(store: LocalBufferManager) -> None:
-    """A real SQLITE_FULL: no page beyond the current ones (reopening lifts it)."""
-    with contextlib.suppress(Exception):
-        pages = store.size_info()["file_bytes"] // store.size_info()["page_size"]
-        store.execute_write(f"PRAGMA max_page_count = {pages}")
-
-
-def _lift_disk_full(store: LocalBufferManager) -> None:
-    with contextlib.suppress(Exception):
-        store.execute_write("PRAGMA max_page_count = 1073741823")
-
-
-def _damage(path: Path) -> None:
-    """Overwrite the root page of the status index: ``quick_check`` fails, rows survive."""
-    conn = sqlite3.connect(path)
-    try:
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        root = conn.execute("SELECT rootpage FROM sqlite_master WHERE name='idx_status'").fetchone()
-        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
-    finally:
-        conn.close()
-    if root is None:
-        return
-    with open(path, "r+b") as f:
-        f.seek((root[0] - 1) * page_size)
-        f.write(b"\xa5" * 64)
-
-
-@contextlib.contextmanager
-def _kill_at_call(obj: Any, names: Iterable[str], k: int | None) -> Iterator[None]:
-    """Kill the process at the ``k``-th call of any of ``obj``'s methods ``names``."""
-    calls = [0]
-    originals = {name: getattr(obj, name) for name in names}
-
-    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            calls[0] += 1
-            if calls[0] == k:
-                raise SimCrash(f"killed at call {k} ({fn.__name__})")
-            return fn(*args, **kwargs)
-
-        return wrapper
-
-    for name, fn in originals.items():
-        setattr(obj, name, wrap(fn))
-    try:
-        yield
-    finally:
-        for name in originals:
-            with contextlib.suppress(AttributeError):
-                delattr(obj, name)
-
-
-@contextlib.contextmanager
-def _kill_at_file_op(k: int, note: Callable[[str], None]) -> Iterator[None]:
-    """Kill the process at the ``k``-th file operation (rename, remove, copy, fsync)."""
-    calls = [0]
-    originals = {name: getattr(os, name) for name in _FILE_OPS}
-    copy = shutil.copyfile
-
-    def wrap(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            calls[0] += 1
-            if calls[0] == k:
-                note(f"kill at file op {k}: {name}")
-                raise SimCrash(f"killed at file op {k} ({name})")
-            return fn(*args, **kwargs)
-
-        return wrapper
-
-    for name, fn in originals.items():
-        setattr(os, name, wrap(name, fn))
-    shutil.copyfile = wrap("copyfile", copy)  # type: ignore[assignment]
-    try:
-        yield
-    finally:
-        for name, fn in originals.items():
-            setattr(os, name, fn)
-        shutil.copyfile = copy  # type: ignore[assignment]
-
-
-def _scratch() -> str | None:
-    shm = Path("/dev/shm")
-    return str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
-
-
-def _quiet() -> contextlib.AbstractContextManager[None]:
-    """edgebuf logs every fault as it should; a simulation of thousands is silent."""
-    import logging
-
-    @contextlib.contextmanager
-    def quiet() -> Iterator[None]:
-        logger = logging.getLogger("edgebuf")
-        level = logger.level
-        logger.setLevel(logging.CRITICAL + 1)
-        try:
-            yield
-        finally:
-            logger.setLevel(level)
-
-    return quiet()
-
-
 def run_seed(
     seed: int,
     days: float = 1.0,
@@ -859,10 +734,10 @@ def run_seed(
 ) -> SeedResult:
     """Simulate ``days`` of one client with the faults drawn from ``seed``."""
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix=f"edgebuf-sim-{seed}-", dir=_scratch()) as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"edgebuf-sim-{seed}-", dir=scratch_dir()) as tmp:
         world = World(seed, days, Path(tmp), frozenset(faults), planted)
         try:
-            with _quiet():
+            with quiet_logs():
                 world.run()
         finally:
             if world.checker is not None:

@@ -33,23 +33,23 @@ def test_ci_sized_run_finds_no_violation() -> None:
 
 
 def test_a_seed_replays_exactly() -> None:
-    first, again = run_seed(8, 0.5), run_seed(8, 0.5)
+    first, again = run_seed(8, 0.3), run_seed(8, 0.3)
     a, b = first.as_dict(), again.as_dict()
     a.pop("wall_s"), b.pop("wall_s")
     assert a == b
-    assert first.steps > 1000 and first.summary["logged"] > 50
+    assert first.steps > 500 and first.summary["logged"] > 30
 
 
 def test_different_seeds_differ() -> None:
     assert run_seed(1, 0.2).trace_digest != run_seed(2, 0.2).trace_digest
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("seed", [0, 1])
 def test_without_faults_every_invariant_holds(seed: int) -> None:
-    result = run_seed(seed, 1.0, faults=())
+    result = run_seed(seed, 0.5, faults=())
     assert result.ok, [v.as_dict() for v in result.violations]
     s = result.summary
-    assert s["logged"] > 100 and s["delivered"] == s["logged"] - s["evicted"]
+    assert s["logged"] > 50 and s["delivered"] == s["logged"] - s["evicted"]
 
 
 @pytest.mark.parametrize(
@@ -64,7 +64,7 @@ def test_without_faults_every_invariant_holds(seed: int) -> None:
     ],
 )
 def test_each_checker_catches_its_planted_violation(planted: str, invariant: str) -> None:
-    result = run_seed(3, 0.3, faults=(), planted=planted)
+    result = run_seed(3, 0.2, faults=(), planted=planted)
     assert invariant in invariants(result), [v.as_dict() for v in result.violations]
     v = next(v for v in result.violations if v.invariant == invariant)
     assert v.trace and v.step > 0
