@@ -452,7 +452,9 @@ class World:
             self.second_process_cleanup(r.uniform(0.0, 3.0), r.randint(1, 8) if r.random() < 0.3 else None)
         elif kind == "flush" and self.client is not None:
             client, timeout = self.client, r.choice((1.0, 5.0, 30.0))
-            self._bounded("flush-returns", lambda: client.flush(timeout=timeout), timeout)
+            done = self._bounded("flush-returns", lambda: client.flush(timeout=timeout), timeout)
+            if done is True and client.store.has_unsent():
+                self.violate("flush-returns", "flush() returned True with records unsent")
 
     def plant(self) -> None:
         """A planted defect, for the tests of the checkers (never in a real run)."""
@@ -492,6 +494,8 @@ class World:
             with kill_at_call(other, calls, crash_k) if crash_k else contextlib.nullcontext():
                 report = manager.cleanup(days)
             self.note(f"second process: cleanup --older-than-days {days:.2f}: {report}")
+            if self.checker is not None:
+                self.check_vanished()
         except SimCrash:
             self.zombies.append(other)
             self.note(f"second process killed during cleanup (store call {crash_k})")
@@ -769,6 +773,10 @@ def run_seeds(
     return results
 
 
+def _echo(message: str, err: bool = False) -> None:
+    print(message, file=sys.stderr if err else sys.stdout)
+
+
 def format_violation(result: SeedResult, v: Violation) -> str:
     lines = [
         f"seed {result.seed}: step {v.step} (t={v.t:.1f} s): {v.invariant} violated: {v.detail}",
@@ -798,11 +806,12 @@ def report(results: list[SeedResult], days: float, wall_s: float) -> dict[str, A
 
 def cli_main(
     *, seed: int | None, seeds: int | None, days: float, as_json: bool,
-    echo: Callable[..., None] = print,
+    echo: Callable[..., None] | None = None,
 ) -> int:  # fmt: skip
     """``edgebuf simulate``: exit status 1 on any violation."""
     import json
 
+    echo = echo or _echo
     started = time.perf_counter()
     if seed is not None:
         result = run_seed(seed, days)
@@ -818,9 +827,7 @@ def cli_main(
     def progress(r: SeedResult) -> None:
         if not as_json:
             for v in r.violations[:1]:
-                echo(format_violation(r, v), err=True) if echo is not print else echo(
-                    format_violation(r, v)
-                )
+                echo(format_violation(r, v), err=True)
 
     results = run_seeds(range(seeds or 200), days, progress=progress)
     summary = report(results, days, time.perf_counter() - started)
