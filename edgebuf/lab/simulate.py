@@ -581,7 +581,10 @@ class World:
         ):
             self.dropped.add(rid)
         self.dropped_cursor = c.execute("SELECT coalesce(max(id), 0) FROM dropped_records").fetchone()[0]
-        n_dropped = c.execute("SELECT count(*) FROM dropped_records").fetchone()[0]
+        reasons = dict(c.execute("SELECT reason, count(*) FROM dropped_records GROUP BY reason"))
+        n_dropped = reasons.pop("capacity", 0)
+        if reasons:
+            self.violate("counters", f"dropped_records with reasons no counter accounts for: {reasons}")
         g = lambda key: int(meta.get(key, 0))  # noqa: E731
         if n and self.overhead is None:
             self.overhead = (g("live_bytes") - chars) // n
@@ -590,7 +593,7 @@ class World:
             ("rows", n, g("total_buffered") - g("total_cleaned") - g("evicted_capacity")),
             ("sent rows", rows.get("sent", 0), g("total_sent") - g("total_cleaned")),
             ("failed rows", rows.get("failed", 0), g("total_failed") - g("total_requeued")),
-            ("dropped_records", n_dropped, g("evicted_capacity")),
+            ("dropped_records (capacity)", n_dropped, g("evicted_capacity")),
             ("live_bytes", g("live_bytes"), chars + n * (self.overhead or 0)),
             ("rejected_full", g("rejected_full"), self.refused["BufferFullError"]),
         ]
