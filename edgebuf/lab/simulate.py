@@ -87,6 +87,7 @@ from typing import Any
 from edgebuf import (
     BufferFullError,
     DiskFullError,
+    EdgebufError,
     EnhancedAsyncLoggingClient,
     FakeClock,
     LocalBufferManager,
@@ -280,7 +281,14 @@ class World:
             self.note(f"start-up repaired the buffer: salvaged {client.repair_report.get('salvaged')}")
         client.shipper.start = lambda: None  # type: ignore[method-assign]  # the sim is the thread
         client.connectivity.start = lambda: None  # type: ignore[method-assign]
-        client.start()
+        try:
+            client.start()
+        except Exception as exc:
+            self.violate("start", f"start() raised {type(exc).__name__}: {exc}")
+            self.zombies.append(client)
+            release_lock(self.path)
+            self.restart_at = self.now() + 60.0
+            return
         self.client = client
         self.capacity_cls = type(client.capacity)
         if self.now() < self.disk_full_until:
@@ -490,16 +498,24 @@ class World:
         self.note(f"PLANTED: {self.planted}")
 
     def second_process_requeue(self) -> None:
-        with LocalBufferManager(self.path, exclusive=False, clock=self.clock) as other:
-            if self.now() < self.disk_full_until:
-                fill_disk(other)
-            n = other.requeue_failed()
+        try:
+            with LocalBufferManager(self.path, exclusive=False, clock=self.clock) as other:
+                if self.now() < self.disk_full_until:
+                    fill_disk(other)
+                n = other.requeue_failed()
+        except EdgebufError as exc:  # the CLI prints it and exits 1: no change was made
+            self.note(f"second process: requeue-failed refused: {type(exc).__name__}")
+            return
         self.note(f"second process: requeue-failed put back {n}")
         if n:
             self.disturb()
 
     def second_process_cleanup(self, days: float, crash_k: int | None) -> None:
-        other = LocalBufferManager(self.path, exclusive=False, clock=self.clock)
+        try:
+            other = LocalBufferManager(self.path, exclusive=False, clock=self.clock)
+        except EdgebufError as exc:
+            self.note(f"second process: cleanup refused: {type(exc).__name__}")
+            return
         try:
             if self.capacity_cls is None:
                 return
@@ -514,6 +530,8 @@ class World:
             self.zombies.append(other)
             self.note(f"second process killed during cleanup (store call {crash_k})")
             return
+        except EdgebufError as exc:  # e.g. a damaged file while the client is down
+            self.note(f"second process: cleanup failed: {type(exc).__name__}")
         other.close()
 
     def _bounded(self, invariant: str, call: Callable[[], Any], timeout: float) -> Any:
@@ -687,7 +705,11 @@ class World:
                     lift_disk_full(self.client.store)
                 self.note("disk space freed")
             elif self.plan and self.plan[0][0] <= now:
-                self.fault(self.plan.popleft()[1])
+                kind = self.plan.popleft()[1]
+                try:
+                    self.fault(kind)
+                except EdgebufError as exc:  # what an application or the CLI would be told
+                    self.note(f"{kind}: {type(exc).__name__}: {exc}")
             elif not final_requeue and now >= self.stop_logging:
                 final_requeue = True
                 self.note("end of the faults: the operator runs requeue-failed")
@@ -729,9 +751,9 @@ class World:
             times += [self.next_probe, self.next_ship]
             if self.next_frame < self.stop_logging:
                 times.append(self.next_frame)
-        # At least 1 us: a thread's wait always takes some time, and a timer a float ulp
-        # ahead of ``now`` (first_new_at + batch_timeout - now) would not move the clock.
-        self.clock.advance(max(1e-6, min(times) - now))
+        # To the next thing due (a frame left over past stop_logging is not), at least 1 us:
+        # a timer a float ulp ahead of ``now`` would not move the clock.
+        self.clock.advance(max(1e-6, min(t for t in times if t > now) - now))
 
     def summary(self) -> dict[str, Any]:
         must = [r for r in self.logged if r not in self.dropped]
