@@ -612,7 +612,7 @@ class World:
         if n and self.overhead is None:
             self.overhead = (g("live_bytes") - chars) // n
         checks = [
-            ("total_buffered", g("total_buffered"), len(self.logged)),
+            ("total_buffered", g("total_buffered"), len(self.logged)),  # calls that returned
             ("rows", n, g("total_buffered") - g("total_cleaned") - g("evicted_capacity")),
             ("sent rows", rows.get("sent", 0), g("total_sent") - g("total_cleaned")),
             ("failed rows", rows.get("failed", 0), g("total_failed") - g("total_requeued")),
@@ -620,9 +620,11 @@ class World:
             ("live_bytes", g("live_bytes"), chars + n * (self.overhead or 0)),
             ("rejected_full", g("rejected_full"), self.refused["BufferFullError"]),
         ]
+        source = {"total_buffered": "log calls returned", "rejected_full": "log calls refused"}
         for name, got, want in checks:
             if got != want:
-                self.violate("counters", f"{name}: metadata says {got}, the rows say {want}")
+                self.violate("counters", f"{name}: metadata says {got}, but "
+                             f"{want} {source.get(name, 'by a recount of the rows')}")  # fmt: skip
         seq = max((int(v) for k, v in meta.items() if k.endswith(f":{DEVICE}")), default=0)
         cloud_top = self.cloud.max_seq.get(DEVICE, 0)
         if seq < max(self.hwm, top, cloud_top):
