@@ -248,13 +248,12 @@ def hash_str(text: str) -> int:
 def fill_disk(store: LocalBufferManager) -> None:
     """A real SQLITE_FULL: no page beyond the current ones (reopening lifts it)."""
     with contextlib.suppress(Exception):
-        pages = store.size_info()["file_bytes"] // store.size_info()["page_size"]
-        store.execute_write(f"PRAGMA max_page_count = {pages}")
+        store.limit_pages(None)
 
 
 def lift_disk_full(store: LocalBufferManager) -> None:
     with contextlib.suppress(Exception):
-        store.execute_write("PRAGMA max_page_count = 1073741823")
+        store.limit_pages(1073741823)
 
 
 def damage(path: Path) -> None:
@@ -349,8 +348,6 @@ def quiet_logs() -> contextlib.AbstractContextManager[None]:
 def release_lock(db_path: Path) -> None:
     """Close this process's descriptors of ``<db>.lock``, as the kernel does for a process
     that died (the dead client's objects are kept, unclosed, so nothing closes them twice)."""
-    lock = os.path.realpath(f"{db_path}.lock")
-    for fd in os.listdir("/proc/self/fd"):
-        with contextlib.suppress(OSError):
-            if os.readlink(f"/proc/self/fd/{fd}") == lock:
-                os.close(int(fd))
+    from edgebuf.store.connection import abandon_process_lock
+
+    abandon_process_lock(db_path)

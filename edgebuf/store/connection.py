@@ -86,6 +86,16 @@ def acquire_process_lock(db_path: str | os.PathLike[str]) -> int:
     return fd
 
 
+def abandon_process_lock(db_path: str | os.PathLike[str]) -> None:
+    """For simulations: drop this process's lock on ``db_path`` the way the kernel does for
+    a process that died; the holder's objects are left as they are (never closed)."""
+    lock_path = os.path.realpath(f"{db_path}.lock")
+    with _held_lock:
+        fd = _held_here.pop(lock_path, None)
+    if fd is not None:
+        os.close(fd)
+
+
 def release_process_lock(fd: int) -> None:
     """Release a lock taken by ``acquire_process_lock`` (closing the fd drops the flock)."""
     with _held_lock:

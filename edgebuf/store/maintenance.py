@@ -207,6 +207,14 @@ class Maintenance(Counters):
         with self.transaction() as conn:
             conn.execute("UPDATE buffer_metadata SET value = value + 1 WHERE key = 'rejected_full'")
 
+    def limit_pages(self, pages: int | None) -> None:
+        """Cap the file at ``pages`` pages (None: its current size), or lift the cap with
+        a huge number: a real SQLITE_FULL on demand, for simulations and tests."""
+        with self._lock, self._storage_errors("limit the database size"):
+            if pages is None:
+                pages = int(self._conn.execute("PRAGMA page_count").fetchone()[0])
+            self._conn.execute(f"PRAGMA max_page_count = {int(pages)}").fetchall()
+
     def check_writable(self) -> None:
         """Raise a ``StorageError`` unless a write transaction can commit now (readiness)."""
         with self.transaction() as conn:

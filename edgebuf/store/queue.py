@@ -99,7 +99,7 @@ class Queue(Counters):
 
     def reset_in_flight(self) -> int:
         """Return rows a crashed process left in flight to pending (start-up recovery)."""
-        with self._tx() as conn:
+        with self._storage_errors("return in-flight rows to pending"), self._tx() as conn:
             cur = conn.execute(
                 "UPDATE prediction_buffer SET status='pending', claim_id=NULL WHERE status='sending'"
             )

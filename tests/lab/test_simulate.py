@@ -13,7 +13,7 @@ import time
 import pytest
 from click.testing import CliRunner
 
-from edgebuf.cli import main
+from edgebuf.ops.cli import main
 from edgebuf.lab.simulate import World, run_seed, run_seeds
 
 CI_SEEDS = 200
@@ -39,7 +39,7 @@ def test_a_seed_replays_exactly_in_another_process() -> None:
     same events, summary and violations as the run in this one."""
     here = run_seed(8, 0.3).as_dict()
     out = subprocess.run(
-        [sys.executable, "-m", "edgebuf.cli", "simulate", "--seed", "8", "--days", "0.3", "--json"],
+        [sys.executable, "-m", "edgebuf.ops.cli", "simulate", "--seed", "8", "--days", "0.3", "--json"],
         capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONHASHSEED": "random"},
     )  # fmt: skip
     there = json.loads(out.stdout)
