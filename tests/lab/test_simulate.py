@@ -13,8 +13,8 @@ import time
 import pytest
 from click.testing import CliRunner
 
-from edgebuf.ops.cli import main
 from edgebuf.lab.simulate import World, run_seed, run_seeds
+from edgebuf.ops.cli import main
 
 CI_SEEDS = 200
 CI_DAYS = 1.0
