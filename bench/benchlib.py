@@ -36,12 +36,14 @@ def yolo_prediction(rng: random.Random) -> dict[str, Any]:
         x1, y1 = rng.uniform(0, 560), rng.uniform(0, 400)
         w, h = rng.uniform(8, 80), rng.uniform(8, 80)
         cls = rng.randrange(len(_CLASSES))
-        detections.append({
-            "class_id": cls,
-            "class_name": _CLASSES[cls],
-            "confidence": round(rng.uniform(0.25, 0.99), 4),
-            "box": [round(x1, 2), round(y1, 2), round(x1 + w, 2), round(y1 + h, 2)],
-        })
+        detections.append(
+            {
+                "class_id": cls,
+                "class_name": _CLASSES[cls],
+                "confidence": round(rng.uniform(0.25, 0.99), 4),
+                "box": [round(x1, 2), round(y1, 2), round(x1 + w, 2), round(y1 + h, 2)],
+            }
+        )
     return {
         "detections": detections,
         "image_size": [640, 480],
@@ -55,8 +57,9 @@ def predictions(n: int, seed: int = 0) -> list[dict[str, Any]]:
     return [yolo_prediction(rng) for _ in range(n)]
 
 
-def wire_records(preds: Sequence[dict[str, Any]], first_seq: int = 1,
-                 timestamp: float = 1_764_370_000.0) -> list[dict[str, Any]]:
+def wire_records(
+    preds: Sequence[dict[str, Any]], first_seq: int = 1, timestamp: float = 1_764_370_000.0
+) -> list[dict[str, Any]]:
     """The same predictions as records of the cloud's ``POST /log`` body (unique ids)."""
     return [
         {
@@ -160,8 +163,7 @@ class Table:
 
         def line(cells: Sequence[str]) -> str:
             parts = [
-                c.ljust(w) if i == 0 else c.rjust(w)
-                for i, (c, w) in enumerate(zip(cells, widths))
+                c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))
             ]
             return "  ".join(parts).rstrip()
 
@@ -184,14 +186,18 @@ def parser(description: str | None) -> argparse.ArgumentParser:
         description=(description or "").strip().splitlines()[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--smoke", action="store_true",
-                   help="tiny sizes, a few seconds: proves the script runs (used by the tests)")
+    p.add_argument(
+        "--smoke",
+        action="store_true",
+        help="tiny sizes, a few seconds: proves the script runs (used by the tests)",
+    )
     p.add_argument("--json", metavar="PATH", help="also write the results to this JSON file")
     return p
 
 
-def report(name: str, tables: Sequence[Table], results: dict[str, Any],
-           json_path: str | None) -> None:
+def report(
+    name: str, tables: Sequence[Table], results: dict[str, Any], json_path: str | None
+) -> None:
     """Print the tables and the reproducing command; write the JSON file if asked."""
     cmd = command_line()
     print()
@@ -199,10 +205,13 @@ def report(name: str, tables: Sequence[Table], results: dict[str, Any],
         print(table.render())
         print()
     print(f"reproduce: {cmd}")
-    load = " -> ".join(" ".join(f"{x:.2f}" for x in avg) for avg in (_LOAD_AT_START,
-                                                                      os.getloadavg()))
-    print(f"machine: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, {sys.platform};"
-          f" load average 1/5/15 min, start -> end: {load} (others share this machine)")
+    load = " -> ".join(
+        " ".join(f"{x:.2f}" for x in avg) for avg in (_LOAD_AT_START, os.getloadavg())
+    )
+    print(
+        f"machine: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, {sys.platform};"
+        f" load average 1/5/15 min, start -> end: {load} (others share this machine)"
+    )
     if json_path:
         payload = {"benchmark": name, "command": cmd, "cpus": os.cpu_count(), **results}
         Path(json_path).write_text(json.dumps(payload, indent=2, default=str) + "\n")

@@ -42,8 +42,9 @@ MODEL = "yolov8n-factory-1"
 
 
 # ---------------------------------------------------------------------- bodies
-def make_bodies(device: str, count: int, batch: int, texts: list[str], use_gzip: bool
-                ) -> list[bytes]:
+def make_bodies(
+    device: str, count: int, batch: int, texts: list[str], use_gzip: bool
+) -> list[bytes]:
     """``count`` request bodies of ``batch`` unique records each, in the edge's wire format."""
     bodies = []
     seq = 0
@@ -57,8 +58,10 @@ def make_bodies(device: str, count: int, batch: int, texts: list[str], use_gzip:
                 f'"timestamp":{now + seq * 0.033:.3f},"model_version":"{MODEL}",'
                 f'"prediction":{texts[seq % len(texts)]}}}'
             )
-        body = (f'{{"device_id":"{device}","batch_id":"{uuid.uuid4().hex}",'
-                f'"records":[{",".join(parts)}]}}').encode()
+        body = (
+            f'{{"device_id":"{device}","batch_id":"{uuid.uuid4().hex}",'
+            f'"records":[{",".join(parts)}]}}'
+        ).encode()
         bodies.append(gzip.compress(body, compresslevel=1) if use_gzip else body)
     return bodies
 
@@ -78,9 +81,16 @@ def _head_bytes(headers: httpx.Headers) -> int:
     return sum(len(k) + len(v) + 4 for k, v in headers.raw) + 2  # "k: v\r\n", blank line
 
 
-def device_loop(urls: list[str], bodies: list[bytes], use_gzip: bool, batch: int,
-                start: threading.Barrier, measure_from: list[float], stop_at: list[float],
-                out: DeviceResult) -> None:
+def device_loop(
+    urls: list[str],
+    bodies: list[bytes],
+    use_gzip: bool,
+    batch: int,
+    start: threading.Barrier,
+    measure_from: list[float],
+    stop_at: list[float],
+    out: DeviceResult,
+) -> None:
     headers = {"Content-Type": "application/json", "User-Agent": "edgebuf"}
     if use_gzip:
         headers["Content-Encoding"] = "gzip"
@@ -107,8 +117,11 @@ def device_loop(urls: list[str], bodies: list[bytes], use_gzip: bool, batch: int
                 out.latencies_ns.append(int((t1 - t0) * 1e9))
                 request_line = len(f"POST {httpx.URL(url).raw_path.decode()} HTTP/1.1\r\n")
                 out.wire_bytes += (
-                    request_line + _head_bytes(answer.request.headers) + len(body)
-                    + len("HTTP/1.1 200 OK\r\n") + _head_bytes(answer.headers)
+                    request_line
+                    + _head_bytes(answer.request.headers)
+                    + len(body)
+                    + len("HTTP/1.1 200 OK\r\n")
+                    + _head_bytes(answer.headers)
                     + len(answer.content)
                 )
         out.ran_out = True
@@ -136,19 +149,35 @@ def postgres_cpu_seconds() -> float:
     return total
 
 
-def run_load(urls: list[str], pids: list[int], args: Any, use_gzip: bool,
-             texts: list[str]) -> dict[str, Any]:
-    per_device = max(4, int(args.max_rate * (args.seconds + args.warmup)
-                            / args.devices / args.batch) + 1)
-    bodies = [make_bodies(f"dev-{d:03d}-{uuid.uuid4().hex[:6]}", per_device, args.batch, texts,
-                          use_gzip) for d in range(args.devices)]
+def run_load(
+    urls: list[str], pids: list[int], args: Any, use_gzip: bool, texts: list[str]
+) -> dict[str, Any]:
+    per_device = max(
+        4, int(args.max_rate * (args.seconds + args.warmup) / args.devices / args.batch) + 1
+    )
+    bodies = [
+        make_bodies(f"dev-{d:03d}-{uuid.uuid4().hex[:6]}", per_device, args.batch, texts, use_gzip)
+        for d in range(args.devices)
+    ]
     results = [DeviceResult() for _ in range(args.devices)]
     start = threading.Barrier(args.devices + 1)
     measure_from, stop_at = [float("inf")], [float("inf")]
     threads = [
-        threading.Thread(target=device_loop, name=f"device-{d}", daemon=True,
-                         args=([f"{u}/log" for u in rotate(urls, d)], bodies[d], use_gzip,
-                               args.batch, start, measure_from, stop_at, results[d]))
+        threading.Thread(
+            target=device_loop,
+            name=f"device-{d}",
+            daemon=True,
+            args=(
+                [f"{u}/log" for u in rotate(urls, d)],
+                bodies[d],
+                use_gzip,
+                args.batch,
+                start,
+                measure_from,
+                stop_at,
+                results[d],
+            ),
+        )
         for d in range(args.devices)
     ]
     for t in threads:
@@ -191,8 +220,9 @@ def run_load(urls: list[str], pids: list[int], args: Any, use_gzip: bool,
         "postgres_cpu_pct": pg_pct,
         "loadgen_cpu_pct": gen_pct,
         "machine_busy_pct": busy_cores,
-        "others_cpu_pct": (busy_cores - server_pct - pg_pct - gen_pct
-                           if busy_cores is not None else None),
+        "others_cpu_pct": (
+            busy_cores - server_pct - pg_pct - gen_pct if busy_cores is not None else None
+        ),
     }
 
 
@@ -220,8 +250,12 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=10.0, help="measured seconds per config")
     p.add_argument("--warmup", type=float, default=1.0, help="seconds before measuring")
     p.add_argument("--batch", type=int, default=32, help="records per request")
-    p.add_argument("--max-rate", type=float, default=60_000,
-                   help="records/s the pre-built bodies must last for (an upper bound)")
+    p.add_argument(
+        "--max-rate",
+        type=float,
+        default=60_000,
+        help="records/s the pre-built bodies must last for (an upper bound)",
+    )
     p.add_argument("--no-postgres", action="store_true", help="SQLite configurations only")
     args = p.parse_args()
     if args.smoke:
@@ -238,15 +272,20 @@ def main() -> None:
         ("SQLite, 1 replica, no gzip", "sqlite", 1, False),
     ]
     if use_pg:
-        configs += [("PostgreSQL, 1 replica, gzip", "pg", 1, True),
-                    ("PostgreSQL, 2 replicas, gzip", "pg", 2, True)]
+        configs += [
+            ("PostgreSQL, 1 replica, gzip", "pg", 1, True),
+            ("PostgreSQL, 2 replicas, gzip", "pg", 2, True),
+        ]
     res: dict[str, dict[str, Any]] = {}
     with bl.scratch_dir() as tmp:
         for i, (name, backend, count, use_gzip) in enumerate(configs):
             bl.note(f"[cloud_ingest] {name}")
             with contextlib.ExitStack() as stack:
-                url = (stack.enter_context(bl.fresh_postgres_database()) if backend == "pg"
-                       else bl.sqlite_url(tmp / f"cloud-{i}.db"))
+                url = (
+                    stack.enter_context(bl.fresh_postgres_database())
+                    if backend == "pg"
+                    else bl.sqlite_url(tmp / f"cloud-{i}.db")
+                )
                 servers = stack.enter_context(replicas(url, count))
                 pids = [s.process.pid for s in servers if s.process is not None]
                 res[name] = run_load([s.url for s in servers], pids, args, use_gzip, texts)
@@ -255,17 +294,40 @@ def main() -> None:
     table = bl.Table(
         f"cloud ingest — {args.devices} devices, {args.batch}-record batches, "
         f"{args.seconds:g} s measured per configuration",
-        ["configuration", "records/s", "× SQLite gzip", "p50 ms", "p99 ms", "wire B/rec",
-         "body B/rec", "replicas %", "postgres %", "loadgen %", "others %", "busy %",
-         "errors"],
+        [
+            "configuration",
+            "records/s",
+            "× SQLite gzip",
+            "p50 ms",
+            "p99 ms",
+            "wire B/rec",
+            "body B/rec",
+            "replicas %",
+            "postgres %",
+            "loadgen %",
+            "others %",
+            "busy %",
+            "errors",
+        ],
         footer=f"CPU columns: % of one core over the measured window ({os.cpu_count()} cores ="
-               f" {100 * (os.cpu_count() or 1)}%); others = processes not part of this run",
+        f" {100 * (os.cpu_count() or 1)}%); others = processes not part of this run",
     )
     for name, r in res.items():
-        table.add(name, r["records_per_s"], bl.ratio(r["records_per_s"], base["records_per_s"]),
-                  r["p50_ms"], r["p99_ms"], r["wire_bytes_per_record"],
-                  r["body_bytes_per_record"], r["server_cpu_pct"], r["postgres_cpu_pct"],
-                  r["loadgen_cpu_pct"], r["others_cpu_pct"], r["machine_busy_pct"], r["errors"])
+        table.add(
+            name,
+            r["records_per_s"],
+            bl.ratio(r["records_per_s"], base["records_per_s"]),
+            r["p50_ms"],
+            r["p99_ms"],
+            r["wire_bytes_per_record"],
+            r["body_bytes_per_record"],
+            r["server_cpu_pct"],
+            r["postgres_cpu_pct"],
+            r["loadgen_cpu_pct"],
+            r["others_cpu_pct"],
+            r["machine_busy_pct"],
+            r["errors"],
+        )
 
     targets = bl.Table("targets", ["target", "measured", "peer", "ratio", "wanted", "result"])
     notes = bl.Table("notes", ["fact", "value"])
@@ -274,26 +336,54 @@ def main() -> None:
     if pg1 and pg2:
         r = bl.ratio(pg2["records_per_s"], pg1["records_per_s"])
         ok = r is not None and r >= 1.5
-        targets.add("records/s: 2 PostgreSQL replicas vs 1", pg2["records_per_s"],
-                    pg1["records_per_s"], r, "≥ 1.5×", bl.verdict(ok))
+        targets.add(
+            "records/s: 2 PostgreSQL replicas vs 1",
+            pg2["records_per_s"],
+            pg1["records_per_s"],
+            r,
+            "≥ 1.5×",
+            bl.verdict(ok),
+        )
         checks.append({"target": "2 PostgreSQL replicas vs 1", "ratio": r, "pass": ok})
     else:
-        targets.add("records/s: 2 PostgreSQL replicas vs 1", None, None, None, "≥ 1.5×",
-                    "skipped (no PostgreSQL)")
+        targets.add(
+            "records/s: 2 PostgreSQL replicas vs 1",
+            None,
+            None,
+            None,
+            "≥ 1.5×",
+            "skipped (no PostgreSQL)",
+        )
     if pg2 and pg2["machine_busy_pct"] is not None:
         saturated = pg2["machine_busy_pct"] >= 0.95 * 100 * (os.cpu_count() or 1)
         notes.add("machine CPU-saturated during the 2-replica run (no room to scale)", saturated)
     plain = res["SQLite, 1 replica, no gzip"]
-    notes.add("gzip saves on the wire, bytes/record",
-              plain["wire_bytes_per_record"] - base["wire_bytes_per_record"]
-              if plain["wire_bytes_per_record"] and base["wire_bytes_per_record"] else None)
-    notes.add("gzip compression ratio of a request body",
-              bl.ratio(plain["body_bytes_per_record"], base["body_bytes_per_record"]))
-    notes.add("a device ran out of pre-built bodies (raise --max-rate)",
-              any(r["ran_out"] for r in res.values()))
-    bl.report("cloud_ingest", [table, targets, notes],
-              {"configurations": res, "targets": checks, "devices": args.devices,
-               "batch": args.batch, "seconds": args.seconds}, args.json)
+    notes.add(
+        "gzip saves on the wire, bytes/record",
+        plain["wire_bytes_per_record"] - base["wire_bytes_per_record"]
+        if plain["wire_bytes_per_record"] and base["wire_bytes_per_record"]
+        else None,
+    )
+    notes.add(
+        "gzip compression ratio of a request body",
+        bl.ratio(plain["body_bytes_per_record"], base["body_bytes_per_record"]),
+    )
+    notes.add(
+        "a device ran out of pre-built bodies (raise --max-rate)",
+        any(r["ran_out"] for r in res.values()),
+    )
+    bl.report(
+        "cloud_ingest",
+        [table, targets, notes],
+        {
+            "configurations": res,
+            "targets": checks,
+            "devices": args.devices,
+            "batch": args.batch,
+            "seconds": args.seconds,
+        },
+        args.json,
+    )
 
 
 if __name__ == "__main__":

@@ -82,33 +82,55 @@ def wire_record(base: float, index: int, k: int, texts: list[str]) -> str:
     """Record k of device `index` as JSON text in the wire format."""
     seq = seq_of(k)
     version = "null" if k % 500 == 0 else f'"{MODEL}"'
-    return (f'{{"record_id":"{record_id(index, k)}","seq":{seq},'
-            f'"image_id":"frame-{k:08d}","timestamp":{ts_of(base, index, k)!r},'
-            f'"model_version":{version},"prediction":{texts[seq % TEMPLATES]}}}')
+    return (
+        f'{{"record_id":"{record_id(index, k)}","seq":{seq},'
+        f'"image_id":"frame-{k:08d}","timestamp":{ts_of(base, index, k)!r},'
+        f'"model_version":{version},"prediction":{texts[seq % TEMPLATES]}}}'
+    )
 
 
 def _row(base: float, index: int, k: int, texts: list[str]) -> tuple[Any, ...]:
     seq = seq_of(k)
     ts = ts_of(base, index, k)
-    return (device_name(index), record_id(index, k), seq, f"frame-{k:08d}", ts,
-            None if k % 500 == 0 else MODEL, texts[seq % TEMPLATES], ts + 0.5,
-            f"fill-{k // 512}")
+    return (
+        device_name(index),
+        record_id(index, k),
+        seq,
+        f"frame-{k:08d}",
+        ts,
+        None if k % 500 == 0 else MODEL,
+        texts[seq % TEMPLATES],
+        ts + 0.5,
+        f"fill-{k // 512}",
+    )
 
 
 # ---------------------------------------------------------------------- the fill
 def _pg_fill(conn: Any, base: float, devices: int, k0: int, k1: int, texts: list[str]) -> None:
-    conn.execute(text("CREATE TEMP TABLE IF NOT EXISTS bench_templates"
-                      " (idx int PRIMARY KEY, body text NOT NULL)"))
-    conn.execute(text("CREATE TEMP TABLE IF NOT EXISTS bench_classes"
-                      " (idx int, class_name text, n int)"))
+    conn.execute(
+        text(
+            "CREATE TEMP TABLE IF NOT EXISTS bench_templates"
+            " (idx int PRIMARY KEY, body text NOT NULL)"
+        )
+    )
+    conn.execute(
+        text("CREATE TEMP TABLE IF NOT EXISTS bench_classes (idx int, class_name text, n int)")
+    )
     conn.execute(text("TRUNCATE bench_templates, bench_classes"))
-    conn.execute(text("INSERT INTO bench_templates VALUES (:i, :b)"),
-                 [{"i": i, "b": body} for i, body in enumerate(texts)])
+    conn.execute(
+        text("INSERT INTO bench_templates VALUES (:i, :b)"),
+        [{"i": i, "b": body} for i, body in enumerate(texts)],
+    )
     import json
 
-    conn.execute(text("INSERT INTO bench_classes VALUES (:i, :c, :n)"), [
-        {"i": i, "c": name, "n": n} for i, body in enumerate(texts)
-        for name, n in count_classes(json.loads(body)).items()])
+    conn.execute(
+        text("INSERT INTO bench_classes VALUES (:i, :c, :n)"),
+        [
+            {"i": i, "c": name, "n": n}
+            for i, body in enumerate(texts)
+            for name, n in count_classes(json.loads(body)).items()
+        ],
+    )
     source = (
         " FROM generate_series(CAST(:k0 AS bigint), CAST(:k1 AS bigint) - 1) AS g(k)"
         " CROSS JOIN generate_series(0, :devices - 1) AS d(i)"
@@ -117,38 +139,56 @@ def _pg_fill(conn: Any, base: float, devices: int, k0: int, k1: int, texts: list
         "  CAST(:base AS float8) + g.k::float8 / CAST(:fps AS float8)"
         "  + d.i::float8 * CAST(0.001 AS float8) AS ts) AS v"
     )
-    params = {"k0": k0, "k1": k1, "devices": devices, "gap": GAP, "every": GAP_EVERY,
-              "base": base, "fps": FPS}
-    conn.execute(text(
-        "INSERT INTO predictions (device_id, record_id, seq, image_id, ts, model_version,"
-        " prediction, received_at, batch_id)"
-        " SELECT v.name, md5(v.name || ':' || g.k), v.seq, 'frame-' || lpad(g.k::text, 8, '0'),"
-        " v.ts, CASE WHEN g.k % 500 = 0 THEN NULL ELSE :model END, t.body, v.ts + 0.5,"
-        " 'fill-' || (g.k / 512)" + source +
-        " JOIN bench_templates t ON t.idx = v.seq % 8"
-    ), {**params, "model": MODEL})
-    conn.execute(text(
-        "INSERT INTO detection_counts (device_id, bucket, class_name, n)"
-        " SELECT v.name, floor(v.ts), c.class_name, sum(c.n)" + source +
-        " JOIN bench_classes c ON c.idx = v.seq % 8 GROUP BY 1, 2, 3"
-        " ON CONFLICT (device_id, bucket, class_name)"
-        " DO UPDATE SET n = detection_counts.n + excluded.n"), params)
+    params = {
+        "k0": k0,
+        "k1": k1,
+        "devices": devices,
+        "gap": GAP,
+        "every": GAP_EVERY,
+        "base": base,
+        "fps": FPS,
+    }
+    conn.execute(
+        text(
+            "INSERT INTO predictions (device_id, record_id, seq, image_id, ts, model_version,"
+            " prediction, received_at, batch_id)"
+            " SELECT v.name, md5(v.name || ':' || g.k), v.seq, 'frame-' || lpad(g.k::text, 8, '0'),"
+            " v.ts, CASE WHEN g.k % 500 = 0 THEN NULL ELSE :model END, t.body, v.ts + 0.5,"
+            " 'fill-' || (g.k / 512)" + source + " JOIN bench_templates t ON t.idx = v.seq % 8"
+        ),
+        {**params, "model": MODEL},
+    )
+    conn.execute(
+        text(
+            "INSERT INTO detection_counts (device_id, bucket, class_name, n)"
+            " SELECT v.name, floor(v.ts), c.class_name, sum(c.n)"
+            + source
+            + " JOIN bench_classes c ON c.idx = v.seq % 8 GROUP BY 1, 2, 3"
+            " ON CONFLICT (device_id, bucket, class_name)"
+            " DO UPDATE SET n = detection_counts.n + excluded.n"
+        ),
+        params,
+    )
 
 
-def _sqlite_fill(conn: Any, base: float, devices: int, k0: int, k1: int,
-                 texts: list[str]) -> None:
+def _sqlite_fill(conn: Any, base: float, devices: int, k0: int, k1: int, texts: list[str]) -> None:
     import json
     import math
 
     classes = [count_classes(json.loads(body)) for body in texts]
     driver = conn.connection.driver_connection
-    insert = ("INSERT INTO predictions (device_id, record_id, seq, image_id, ts, model_version,"
-              " prediction, received_at, batch_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
+    insert = (
+        "INSERT INTO predictions (device_id, record_id, seq, image_id, ts, model_version,"
+        " prediction, received_at, batch_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    )
     totals: dict[tuple[str, float, str], int] = {}
     step = 20_000
     for start in range(k0, k1, step):
-        rows = [_row(base, i, k, texts) for k in range(start, min(k1, start + step))
-                for i in range(devices)]
+        rows = [
+            _row(base, i, k, texts)
+            for k in range(start, min(k1, start + step))
+            for i in range(devices)
+        ]
         driver.executemany(insert, rows)
         for row in rows:
             second = float(math.floor(row[4]))
@@ -158,7 +198,8 @@ def _sqlite_fill(conn: Any, base: float, devices: int, k0: int, k1: int,
     driver.executemany(
         "INSERT INTO detection_counts (device_id, bucket, class_name, n) VALUES (?, ?, ?, ?)"
         " ON CONFLICT (device_id, bucket, class_name) DO UPDATE SET n = n + excluded.n",
-        [(*key, n) for key, n in totals.items()])
+        [(*key, n) for key, n in totals.items()],
+    )
 
 
 def fill(url: str, base: float, devices: int, k0: int, k1: int) -> float:
@@ -176,8 +217,7 @@ def fill(url: str, base: float, devices: int, k0: int, k1: int) -> float:
             rebuild(conn)
         with engine.connect() as conn:
             if engine.dialect.name == "postgresql":
-                conn.execution_options(isolation_level="AUTOCOMMIT").execute(
-                    text("VACUUM ANALYZE"))
+                conn.execution_options(isolation_level="AUTOCOMMIT").execute(text("VACUUM ANALYZE"))
             else:
                 conn.execute(text("ANALYZE"))
                 conn.commit()
@@ -221,15 +261,20 @@ def full_scan_seconds(url: str) -> float:
     try:
         with engine.connect() as conn:
             started = time.perf_counter()
-            conn.execute(text("SELECT count(*), count(DISTINCT device_id), min(ts), max(ts),"
-                              " max(received_at) FROM predictions")).one()
+            conn.execute(
+                text(
+                    "SELECT count(*), count(DISTINCT device_id), min(ts), max(ts),"
+                    " max(received_at) FROM predictions"
+                )
+            ).one()
             return time.perf_counter() - started
     finally:
         engine.dispose()
 
 
-def time_reads(server: CloudServer, base: float, span: float, device: str, repeat: int
-               ) -> dict[str, float]:
+def time_reads(
+    server: CloudServer, base: float, span: float, device: str, repeat: int
+) -> dict[str, float]:
     since = base + span / 2 + 17.3  # cuts a minute and a second on both sides
     reads = {
         "/stats": ("/stats", {}),
@@ -253,8 +298,7 @@ def time_reads(server: CloudServer, base: float, span: float, device: str, repea
     return out
 
 
-def time_ingest(server: CloudServer, base: float, k0: int, batches: int, batch: int
-                ) -> float:
+def time_ingest(server: CloudServer, base: float, k0: int, batches: int, batch: int) -> float:
     """Records/s of `batches` new batches from 4 devices at once, continuing at k0."""
     texts = templates()
     per_device = batches // 4
@@ -263,17 +307,23 @@ def time_ingest(server: CloudServer, base: float, k0: int, batches: int, batch: 
         device = []
         for b in range(per_device):
             start = k0 + b * batch
-            records = ",".join(wire_record(base, index, k, texts)
-                               for k in range(start, start + batch))
-            device.append((f'{{"device_id":"{device_name(index)}","batch_id":"ing-{index}-{b}-'
-                           f'{k0}","records":[{records}]}}').encode())
+            records = ",".join(
+                wire_record(base, index, k, texts) for k in range(start, start + batch)
+            )
+            device.append(
+                (
+                    f'{{"device_id":"{device_name(index)}","batch_id":"ing-{index}-{b}-'
+                    f'{k0}","records":[{records}]}}'
+                ).encode()
+            )
         bodies.append(device)
     barrier = threading.Barrier(5)
     errors: list[str] = []
 
     def post(device: list[bytes]) -> None:
-        with httpx.Client(base_url=server.url, timeout=60,
-                          headers={"content-type": "application/json"}) as client:
+        with httpx.Client(
+            base_url=server.url, timeout=60, headers={"content-type": "application/json"}
+        ) as client:
             barrier.wait()
             for body in device:
                 answer = client.post("/log", content=body)
@@ -303,16 +353,17 @@ def database(backend: str, scratch: Path, name: str) -> Iterator[str]:
 
 
 # ---------------------------------------------------------------------- the run
-def run_backend(backend: str, sizes: list[int], args: Any, scratch: Path
-                ) -> dict[str, Any]:
+def run_backend(backend: str, sizes: list[int], args: Any, scratch: Path) -> dict[str, Any]:
     devices = args.devices
     per_round = (args.ingest_batches // 4) * args.batch  # records per ingesting device
     extra = args.rounds * per_round * len(sizes)
     span_max = (max(sizes) // devices + extra) / FPS
     base = (time.time() - span_max - 3600) // 60 * 60  # everything in the recent past
     result: dict[str, Any] = {"sizes": {}}
-    with database(backend, scratch, "empty") as empty_url, \
-            database(backend, scratch, "volume") as url:
+    with (
+        database(backend, scratch, "empty") as empty_url,
+        database(backend, scratch, "volume") as url,
+    ):
         prepare(empty_url, base)
         prepare(url, base)
         k = empty_k = 0
@@ -323,11 +374,15 @@ def run_backend(backend: str, sizes: list[int], args: Any, scratch: Path
                 seconds = fill(url, base, devices, k, target_k)
                 k = target_k
                 bl.note(f"{backend}: {size:,} rows in {seconds:.0f} s; measuring")
-                row: dict[str, Any] = {"fill_s": seconds, "storage_bytes": storage_bytes(url),
-                                       "full_scan_s": full_scan_seconds(url)}
+                row: dict[str, Any] = {
+                    "fill_s": seconds,
+                    "storage_bytes": storage_bytes(url),
+                    "full_scan_s": full_scan_seconds(url),
+                }
                 with CloudServer(url, ready_timeout=120) as server:
-                    row["reads"] = time_reads(server, base, k / FPS,
-                                              device_name(devices // 2), args.reads)
+                    row["reads"] = time_reads(
+                        server, base, k / FPS, device_name(devices // 2), args.reads
+                    )
                     full, empty = [], []
                     # A fresh server's pool has no prepared statements yet: warm both up.
                     time_ingest(server, base, k, 8, args.batch)
@@ -335,11 +390,13 @@ def run_backend(backend: str, sizes: list[int], args: Any, scratch: Path
                     time_ingest(empty_server, base, empty_k, 8, args.batch)
                     empty_k += 2 * args.batch
                     for _ in range(args.rounds):  # interleaved: the same machine load
-                        full.append(time_ingest(server, base, k, args.ingest_batches,
-                                                args.batch))
+                        full.append(time_ingest(server, base, k, args.ingest_batches, args.batch))
                         k += per_round
-                        empty.append(time_ingest(empty_server, base, empty_k,
-                                                 args.ingest_batches, args.batch))
+                        empty.append(
+                            time_ingest(
+                                empty_server, base, empty_k, args.ingest_batches, args.batch
+                            )
+                        )
                         empty_k += per_round
                 row["ingest"] = statistics.median(full)
                 row["ingest_empty"] = statistics.median(empty)
@@ -356,8 +413,12 @@ def main() -> None:
     p.add_argument("--reads", type=int, default=15, help="timed calls per read endpoint")
     p.add_argument("--ingest-batches", type=int, default=120)
     p.add_argument("--batch", type=int, default=256)
-    p.add_argument("--rounds", type=int, default=3,
-                   help="ingest rounds per size, alternating with the empty database")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="ingest rounds per size, alternating with the empty database",
+    )
     args = p.parse_args()
     if args.smoke:
         sizes = [10_000, 30_000]
@@ -378,42 +439,82 @@ def main() -> None:
     names = list(next(iter(results.values()))["sizes"][small]["reads"]) if results else []
     table = bl.Table(
         "read latency, median ms (HTTP, real server), and ingest records/s",
-        ["backend", "rows", *names, "ingest rec/s", "full scan ms (peer)", "storage MB",
-         "fill s"])
-    ratios = bl.Table(f"ratio {large:,} ÷ {small:,} rows",
-                      ["backend", *names, "ingest", "full scan (peer)"])
+        ["backend", "rows", *names, "ingest rec/s", "full scan ms (peer)", "storage MB", "fill s"],
+    )
+    ratios = bl.Table(
+        f"ratio {large:,} ÷ {small:,} rows", ["backend", *names, "ingest", "full scan (peer)"]
+    )
     targets = bl.Table("targets", ["target", "measured", "peer", "ratio", "wanted", "result"])
     checks: dict[str, Any] = {}
     for backend, res in results.items():
         for size, row in res["sizes"].items():
-            table.add(backend, size, *[row["reads"][n] * 1000 for n in names], row["ingest"],
-                      row["full_scan_s"] * 1000, row["storage_bytes"] / 1e6, row["fill_s"])
-        table.add(f"{backend} (empty, same time as {large:,})", 0, *[None for _ in names],
-                  res["sizes"][large]["ingest_empty"], None, None, None)
+            table.add(
+                backend,
+                size,
+                *[row["reads"][n] * 1000 for n in names],
+                row["ingest"],
+                row["full_scan_s"] * 1000,
+                row["storage_bytes"] / 1e6,
+                row["fill_s"],
+            )
+        table.add(
+            f"{backend} (empty, same time as {large:,})",
+            0,
+            *[None for _ in names],
+            res["sizes"][large]["ingest_empty"],
+            None,
+            None,
+            None,
+        )
         lo, hi = res["sizes"][small], res["sizes"][large]
-        ratios.add(backend, *[bl.ratio(hi["reads"][n], lo["reads"][n]) for n in names],
-                   bl.ratio(hi["ingest"], lo["ingest"]),
-                   bl.ratio(hi["full_scan_s"], lo["full_scan_s"]))
+        ratios.add(
+            backend,
+            *[bl.ratio(hi["reads"][n], lo["reads"][n]) for n in names],
+            bl.ratio(hi["ingest"], lo["ingest"]),
+            bl.ratio(hi["full_scan_s"], lo["full_scan_s"]),
+        )
         for n in names:
             r = bl.ratio(hi["reads"][n], lo["reads"][n])
             ok = r is not None and r <= 1.5
             checks[f"{backend} {n} flat"] = ok
-            targets.add(f"{backend} {n}: {large:,} vs {small:,} rows", hi["reads"][n] * 1000,
-                        lo["reads"][n] * 1000, r, "≤ 1.5×", bl.verdict(ok))
+            targets.add(
+                f"{backend} {n}: {large:,} vs {small:,} rows",
+                hi["reads"][n] * 1000,
+                lo["reads"][n] * 1000,
+                r,
+                "≤ 1.5×",
+                bl.verdict(ok),
+            )
             if backend == "postgresql":
                 ok = hi["reads"][n] <= 0.1
                 checks[f"{backend} {n} <= 100 ms"] = ok
-                targets.add(f"{backend} {n} at {large:,} rows (ms)", hi["reads"][n] * 1000,
-                            None, None, "≤ 100 ms", bl.verdict(ok))
+                targets.add(
+                    f"{backend} {n} at {large:,} rows (ms)",
+                    hi["reads"][n] * 1000,
+                    None,
+                    None,
+                    "≤ 100 ms",
+                    bl.verdict(ok),
+                )
         r = bl.ratio(hi["ingest"], hi["ingest_empty"])
         ok = r is not None and r >= 0.9
         checks[f"{backend} ingest"] = ok
-        targets.add(f"{backend} ingest at {large:,} rows vs empty (rec/s)", hi["ingest"],
-                    hi["ingest_empty"], r, "≥ 0.9×", bl.verdict(ok))
+        targets.add(
+            f"{backend} ingest at {large:,} rows vs empty (rec/s)",
+            hi["ingest"],
+            hi["ingest_empty"],
+            r,
+            "≥ 0.9×",
+            bl.verdict(ok),
+        )
     if not results:
         targets.add("no backend available", None, None, None, "—", "skipped")
-    bl.report("cloud_volume", [table, ratios, targets],
-              {"results": results, "targets": checks, "sizes": sizes}, args.json)
+    bl.report(
+        "cloud_volume",
+        [table, ratios, targets],
+        {"results": results, "targets": checks, "sizes": sizes},
+        args.json,
+    )
 
 
 if __name__ == "__main__":

@@ -167,8 +167,10 @@ def main() -> None:
         edge.add(key, r["records_per_s"], r["p50_us"], r["p99_us"], r["bytes_per_record"],
                  r["json_bytes_per_record"], r["write_amplification"], r["gb_per_day_at_440"],
                  r["wal_syncs"])  # fmt: skip
-    cloud = bl.Table("cloud ingest — 1 SQLite replica, gzip, 32-record batches",
-                     ["configuration", "records/s", "× before", "p50 ms", "p99 ms", "errors"])
+    cloud = bl.Table(
+        "cloud ingest — 1 SQLite replica, gzip, 32-record batches",
+        ["configuration", "records/s", "× before", "p50 ms", "p99 ms", "errors"],
+    )
     before = next(v for k, v in res["cloud"].items() if k.startswith("before"))
     for key, r in res["cloud"].items():
         cloud.add(key, r["records_per_s"], bl.ratio(r["records_per_s"], before["records_per_s"]),

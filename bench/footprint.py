@@ -52,8 +52,17 @@ HEAVY = ("pandas", "numpy", "matplotlib", "click", "httpx", "rich", "cloud")
 # What issue 14 says `import edgebuf` must not load (the rest of HEAVY is reported only).
 MUST_NOT_LOAD = ("pandas", "matplotlib", "click", "httpx", "cloud")
 # Packages only the extras install: none may be importable in the core-only venv.
-EXTRAS_ONLY = ("fastapi", "uvicorn", "sqlalchemy", "psycopg", "matplotlib", "ultralytics",
-               "torch", "persistqueue", "pytest")
+EXTRAS_ONLY = (
+    "fastapi",
+    "uvicorn",
+    "sqlalchemy",
+    "psycopg",
+    "matplotlib",
+    "ultralytics",
+    "torch",
+    "persistqueue",
+    "pytest",
+)
 IDLE_PROGRAMS = {
     "bare python": "import sys, time\nprint('ready', flush=True)\ntime.sleep(1e6)\n",
     "persist-queue, open": (
@@ -73,17 +82,26 @@ def child_env(**extra: str) -> dict[str, str]:
     return env | extra
 
 
-def _wall(code: str, python: str = sys.executable, env: Mapping[str, str] | None = None,
-          cwd: Path | None = None) -> float:
+def _wall(
+    code: str,
+    python: str = sys.executable,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> float:
     t0 = time.perf_counter()
-    subprocess.run([python, "-c", code], check=True, env=child_env() if env is None else dict(env),
-                   cwd=cwd)
+    subprocess.run(
+        [python, "-c", code], check=True, env=child_env() if env is None else dict(env), cwd=cwd
+    )
     return time.perf_counter() - t0
 
 
 def import_times(runs: int) -> dict[str, float]:
-    codes = {"bare": "pass", "edgebuf": "import edgebuf", "httpx": "import httpx",
-             "persistqueue": "import persistqueue"}
+    codes = {
+        "bare": "pass",
+        "edgebuf": "import edgebuf",
+        "httpx": "import httpx",
+        "persistqueue": "import persistqueue",
+    }
     samples: dict[str, list[float]] = defaultdict(list)
     _wall("import edgebuf, httpx, persistqueue")  # warm the file cache and .pyc files
     for _ in range(runs):
@@ -91,16 +109,25 @@ def import_times(runs: int) -> dict[str, float]:
             samples[name].append(_wall(code))
     bare = bl.median(samples["bare"])
     return {name: bl.median(s) - bare for name, s in samples.items() if name != "bare"} | {
-        "bare": bare}
+        "bare": bare
+    }
 
 
-def import_breakdown(top: int | None = 6, python: str = sys.executable,
-                     env: Mapping[str, str] | None = None,
-                     cwd: Path | None = None) -> list[tuple[str, float]]:
+def import_breakdown(
+    top: int | None = 6,
+    python: str = sys.executable,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> list[tuple[str, float]]:
     """Self time of ``import edgebuf`` summed by top-level package, largest first (ms)."""
-    done = subprocess.run([python, "-X", "importtime", "-c", "import edgebuf"], check=True,
-                          capture_output=True, text=True,
-                          env=child_env() if env is None else dict(env), cwd=cwd)
+    done = subprocess.run(
+        [python, "-X", "importtime", "-c", "import edgebuf"],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=child_env() if env is None else dict(env),
+        cwd=cwd,
+    )
     by_package: dict[str, float] = defaultdict(float)
     for line in done.stderr.splitlines():
         m = re.match(r"import time:\s+(\d+) \|\s+\d+ \|\s+(\S+)", line)
@@ -135,8 +162,11 @@ class CoreSetup:
     # sys.path, ahead of PYTHONPATH, so running it elsewhere could import another edgebuf.
     def env(self, tree: Path | None) -> dict[str, str]:
         """Our environment without anything that reaches the shared venv, ``tree`` first."""
-        env = {k: v for k, v in child_env().items()
-               if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP")}
+        env = {
+            k: v
+            for k, v in child_env().items()
+            if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP")
+        }
         if tree is not None:
             env["PYTHONPATH"] = str(tree)
         return env
@@ -151,8 +181,18 @@ def ensure_core_venv(venv: Path) -> str:
         bl.note(f"[footprint] building a core-only virtualenv in {venv} (pip install, no extras)")
         if not python.exists():
             subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                        str(bl.REPO)], check=True)
+        subprocess.run(
+            [
+                str(python),
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--disable-pip-version-check",
+                str(bl.REPO),
+            ],
+            check=True,
+        )
         built.write_text(f"pip install {bl.REPO} (no extras)\n")
     return str(python)
 
@@ -196,15 +236,22 @@ def detached_worktree(ref: str) -> Iterator[Path]:
 
 
 def _probe(core: CoreSetup, tree: Path) -> dict[str, Any]:
-    done = subprocess.run([core.python, "-c", _PROBE, ",".join(HEAVY), ",".join(EXTRAS_ONLY)],
-                          check=True, capture_output=True, text=True, env=core.env(tree),
-                          cwd=tree)
+    done = subprocess.run(
+        [core.python, "-c", _PROBE, ",".join(HEAVY), ",".join(EXTRAS_ONLY)],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=core.env(tree),
+        cwd=tree,
+    )
     info: dict[str, Any] = json.loads(done.stdout)
     if not _inside(info["file"], tree):
         raise RuntimeError(f"the core interpreter imported {info['file']}, not {tree}'s edgebuf")
     if info["extras_importable"]:
-        raise RuntimeError(f"{core.python} is not a core-only install: "
-                           f"{', '.join(info['extras_importable'])} importable")
+        raise RuntimeError(
+            f"{core.python} is not a core-only install: "
+            f"{', '.join(info['extras_importable'])} importable"
+        )
     return info
 
 
@@ -223,8 +270,9 @@ def core_imports(core: CoreSetup, runs: int) -> dict[str, dict[str, Any]]:
         out[label]["bare_s"] = bare
         out[label]["import_s"] = bl.median(samples[label, "import edgebuf"]) - bare
         out[label]["import_samples_s"] = samples[label, "import edgebuf"]
-        out[label]["breakdown_ms"] = import_breakdown(top=None, python=core.python,
-                                                      env=core.env(tree), cwd=tree)
+        out[label]["breakdown_ms"] = import_breakdown(
+            top=None, python=core.python, env=core.env(tree), cwd=tree
+        )
     return out
 
 
@@ -255,9 +303,14 @@ class IdleSpec:
 
 
 def launch_idle(spec: IdleSpec) -> subprocess.Popen:
-    return subprocess.Popen(spec.argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                            text=True, env=child_env() if spec.env is None else dict(spec.env),
-                            cwd=spec.cwd)
+    return subprocess.Popen(
+        spec.argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=child_env() if spec.env is None else dict(spec.env),
+        cwd=spec.cwd,
+    )
 
 
 def wait_ready(name: str, spec: IdleSpec, proc: subprocess.Popen) -> dict[str, Any]:
@@ -279,15 +332,36 @@ def _inside(path: str, tree: Path) -> bool:
     return bool(path) and Path(path).resolve().is_relative_to(tree.resolve())
 
 
-def _idle_client(python: str, tmp: Path, tag: str, endpoint: str,
-                 env: Mapping[str, str] | None = None, tree: Path | None = None) -> IdleSpec:
+def _idle_client(
+    python: str,
+    tmp: Path,
+    tag: str,
+    endpoint: str,
+    env: Mapping[str, str] | None = None,
+    tree: Path | None = None,
+) -> IdleSpec:
     me = str(Path(__file__).resolve())
-    return IdleSpec([python, me, "--idle-child", "--db", str(tmp / f"idle-{tag}.db"),
-                     "--endpoint", endpoint, "--device", f"bench-idle-{tag}"], env, tree, tree)
+    return IdleSpec(
+        [
+            python,
+            me,
+            "--idle-child",
+            "--db",
+            str(tmp / f"idle-{tag}.db"),
+            "--endpoint",
+            endpoint,
+            "--device",
+            f"bench-idle-{tag}",
+        ],
+        env,
+        tree,
+        tree,
+    )
 
 
-def idle_processes(tmp: Path, window: float, settle: float,
-                   core: CoreSetup | None = None) -> dict[str, dict[str, Any]]:
+def idle_processes(
+    tmp: Path, window: float, settle: float, core: CoreSetup | None = None
+) -> dict[str, dict[str, Any]]:
     """Idle RSS and CPU of every process, all measured in the same window (the core-only
     before/after clients too, when ``core`` is given)."""
     from cloud.testing import CloudServer, free_port
@@ -298,23 +372,27 @@ def idle_processes(tmp: Path, window: float, settle: float,
         server.start()
         down = f"http://127.0.0.1:{free_port()}"
         specs = {
-            "edgebuf client, started, cloud up": _idle_client(sys.executable, tmp, "up",
-                                                              server.url),
-            "edgebuf client, started, cloud down": _idle_client(sys.executable, tmp, "down",
-                                                                down),
+            "edgebuf client, started, cloud up": _idle_client(
+                sys.executable, tmp, "up", server.url
+            ),
+            "edgebuf client, started, cloud down": _idle_client(sys.executable, tmp, "down", down),
             "bare python": IdleSpec([sys.executable, "-c", IDLE_PROGRAMS["bare python"]]),
-            "persist-queue, open": IdleSpec([sys.executable, "-c",
-                                             IDLE_PROGRAMS["persist-queue, open"],
-                                             str(tmp / "pq-idle")]),
+            "persist-queue, open": IdleSpec(
+                [sys.executable, "-c", IDLE_PROGRAMS["persist-queue, open"], str(tmp / "pq-idle")]
+            ),
         }
         if core is not None:
             for label, tree in core.trees.items():
                 for state, endpoint in (("up", server.url), ("down", down)):
                     specs[f"core {label}, cloud {state}"] = _idle_client(
-                        core.python, tmp, f"core-{label}-{state}", endpoint,
-                        core.env(tree), tree)
-            specs["core bare python"] = IdleSpec([core.python, "-c", IDLE_PROGRAMS["bare python"]],
-                                                 core.env(None), None, core.trees["after"])
+                        core.python, tmp, f"core-{label}-{state}", endpoint, core.env(tree), tree
+                    )
+            specs["core bare python"] = IdleSpec(
+                [core.python, "-c", IDLE_PROGRAMS["bare python"]],
+                core.env(None),
+                None,
+                core.trees["after"],
+            )
         started: dict[str, dict[str, Any]] = {}
         for name, spec in specs.items():  # all start at once, then each must say ready
             procs[name] = launch_idle(spec)
@@ -322,7 +400,8 @@ def idle_processes(tmp: Path, window: float, settle: float,
             started[name] = wait_ready(name, spec, procs[name])
         time.sleep(settle)
         out: dict[str, dict[str, Any]] = {
-            name: {"rss_bytes": bl.rss_bytes(p.pid), **started[name]} for name, p in procs.items()}
+            name: {"rss_bytes": bl.rss_bytes(p.pid), **started[name]} for name, p in procs.items()
+        }
         cpu0 = {name: bl.cpu_seconds(p.pid) for name, p in procs.items()}
         t0 = time.perf_counter()
         time.sleep(window)
@@ -406,11 +485,19 @@ def main() -> None:
     p.add_argument("--settle", type=float, default=5.0, help="seconds after start before RSS")
     p.add_argument("--records", type=int, default=10_000, help="records for bytes per record")
     p.add_argument("--import-runs", type=int, default=7, help="fresh interpreters per import")
-    p.add_argument("--core-venv", metavar="DIR", type=Path,
-                   help="also measure import and idle client on a core-only install: this "
-                        "virtualenv (built if missing), for this tree and for --before")
-    p.add_argument("--before", metavar="REF", default=BEFORE_REORGANISATION,
-                   help="the commit compared with this tree (with --core-venv)")
+    p.add_argument(
+        "--core-venv",
+        metavar="DIR",
+        type=Path,
+        help="also measure import and idle client on a core-only install: this "
+        "virtualenv (built if missing), for this tree and for --before",
+    )
+    p.add_argument(
+        "--before",
+        metavar="REF",
+        default=BEFORE_REORGANISATION,
+        help="the commit compared with this tree (with --core-venv)",
+    )
     p.add_argument("--idle-child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--db", help=argparse.SUPPRESS)
     p.add_argument("--endpoint", help=argparse.SUPPRESS)
@@ -434,8 +521,7 @@ def main() -> None:
         if args.core_venv is not None:
             python = ensure_core_venv(args.core_venv.absolute())  # not resolve(): a venv's
             labels = {"before": tree_label(args.before), "after": tree_label(None)}  # symlink
-            note(f"checking out {args.before} ({labels['before']}) in a "
-                    "temporary git worktree")
+            note(f"checking out {args.before} ({labels['before']}) in a temporary git worktree")
             before = stack.enter_context(detached_worktree(args.before))
             core = CoreSetup(python, {"before": before, "after": bl.REPO})
         note("import time")
@@ -473,19 +559,28 @@ def main() -> None:
     for name, r in idle.items():
         if name.startswith("core "):
             continue  # in the before/after table
-        t_idle.add(name, r["rss_bytes"] / MB, bl.ratio(r["rss_bytes"], bare["rss_bytes"]),
-                   round(r["cpu_s"] * 1e3), f"{r['cpu_pct']:.3f}")
+        t_idle.add(
+            name,
+            r["rss_bytes"] / MB,
+            bl.ratio(r["rss_bytes"], bare["rss_bytes"]),
+            round(r["cpu_s"] * 1e3),
+            f"{r['cpu_pct']:.3f}",
+        )
 
-    t_disk = bl.Table(f"disk bytes per record, {args.records:,} typical records (db + WAL)",
-                      ["store", "bytes/record", "× JSON payload", "× raw SQLite"])
+    t_disk = bl.Table(
+        f"disk bytes per record, {args.records:,} typical records (db + WAL)",
+        ["store", "bytes/record", "× JSON payload", "× raw SQLite"],
+    )
     rows = [
         ("JSON payload itself", disk["payload_bytes"]),
         ("raw SQLite table (id, json)", disk["raw_sqlite"]),
         ("persist-queue SQLiteAckQueue", disk["persist_queue"]),
         ("edgebuf, pending", disk["edgebuf_pending"]),
         ("edgebuf, sent, kept (no cleanup)", disk["edgebuf_sent_kept"]),
-        ("edgebuf, after cleanup(0), whole file / records",
-         disk["edgebuf_after_cleanup_total"] / args.records),
+        (
+            "edgebuf, after cleanup(0), whole file / records",
+            disk["edgebuf_after_cleanup_total"] / args.records,
+        ),
     ]
     for name, v in rows:
         t_disk.add(name, v, bl.ratio(v, disk["payload_bytes"]), bl.ratio(v, disk["raw_sqlite"]))
@@ -494,77 +589,138 @@ def main() -> None:
     checks = []
     for name in ("edgebuf client, started, cloud up", "edgebuf client, started, cloud down"):
         pct = idle[name]["cpu_pct"]
-        targets.add(f"idle CPU, {name.split(', ', 2)[2]}, % of a core", f"{pct:.3f}",
-                    "well under 1%", bl.verdict(pct < 1.0))
+        targets.add(
+            f"idle CPU, {name.split(', ', 2)[2]}, % of a core",
+            f"{pct:.3f}",
+            "well under 1%",
+            bl.verdict(pct < 1.0),
+        )
         checks.append({"target": f"idle CPU {name}", "cpu_pct": pct, "pass": pct < 1.0})
     tables = [t_imp, t_where, t_idle, t_disk]
     if core is not None:
         tables += core_tables(args, core, core_imp, idle, labels)
         loaded = [n for n in core_imp["after"]["heavy"] if n in MUST_NOT_LOAD]
-        targets.add("core install: `import edgebuf` loads " + ", ".join(MUST_NOT_LOAD),
-                    ", ".join(loaded) or "none", "none", bl.verdict(not loaded))
-        checks.append({"target": "core import loads no heavy package", "loaded": loaded,
-                       "pass": not loaded})
+        targets.add(
+            "core install: `import edgebuf` loads " + ", ".join(MUST_NOT_LOAD),
+            ", ".join(loaded) or "none",
+            "none",
+            bl.verdict(not loaded),
+        )
+        checks.append(
+            {"target": "core import loads no heavy package", "loaded": loaded, "pass": not loaded}
+        )
         for state in ("up", "down"):
             pct = idle[f"core after, cloud {state}"]["cpu_pct"]
-            targets.add(f"core install: idle CPU, cloud {state}, % of a core", f"{pct:.3f}",
-                        "well under 1%", bl.verdict(pct < 1.0))
-            checks.append({"target": f"idle CPU core after cloud {state}", "cpu_pct": pct,
-                           "pass": pct < 1.0})
+            targets.add(
+                f"core install: idle CPU, cloud {state}, % of a core",
+                f"{pct:.3f}",
+                "well under 1%",
+                bl.verdict(pct < 1.0),
+            )
+            checks.append(
+                {"target": f"idle CPU core after cloud {state}", "cpu_pct": pct, "pass": pct < 1.0}
+            )
     notes = bl.Table("notes", ["fact", "value"])
-    notes.add("disk reserve ballast beside the buffer (fixed, not per record), MB",
-              disk["reserve_bytes"] / MB)
+    notes.add(
+        "disk reserve ballast beside the buffer (fixed, not per record), MB",
+        disk["reserve_bytes"] / MB,
+    )
     notes.add("file after cleanup(0), bytes", disk["edgebuf_after_cleanup_total"])
     notes.add("rows deleted by cleanup(0)", disk["cleanup_deleted"])
-    core_json = None if core is None else {
-        "venv": str(args.core_venv), "python": core.python, "before_ref": args.before,
-        "labels": labels, "imports": core_imp,
-        "idle": {k: v for k, v in idle.items() if k.startswith("core ")}}
-    bl.report("footprint", [*tables, targets, notes],
-              {"import_s": imports, "import_breakdown_ms": breakdown, "idle": idle,
-               "disk": disk, "core_only": core_json, "targets": checks}, args.json)
+    core_json = (
+        None
+        if core is None
+        else {
+            "venv": str(args.core_venv),
+            "python": core.python,
+            "before_ref": args.before,
+            "labels": labels,
+            "imports": core_imp,
+            "idle": {k: v for k, v in idle.items() if k.startswith("core ")},
+        }
+    )
+    bl.report(
+        "footprint",
+        [*tables, targets, notes],
+        {
+            "import_s": imports,
+            "import_breakdown_ms": breakdown,
+            "idle": idle,
+            "disk": disk,
+            "core_only": core_json,
+            "targets": checks,
+        },
+        args.json,
+    )
 
 
-def core_tables(args: argparse.Namespace, core: CoreSetup, imp: dict[str, dict[str, Any]],
-                idle: dict[str, dict[str, Any]], labels: dict[str, str]) -> list[bl.Table]:
+def core_tables(
+    args: argparse.Namespace,
+    core: CoreSetup,
+    imp: dict[str, dict[str, Any]],
+    idle: dict[str, dict[str, Any]],
+    labels: dict[str, str],
+) -> list[bl.Table]:
     """The before/after table of the core-only install, and where its import time goes."""
     b, a = imp["before"], imp["after"]
     t = bl.Table(
         f"core-only install ({args.core_venv}: `pip install .`, no extras): before = "
         f"{labels['before']}, after = {labels['after']}",
         ["measure", "before", "after", "after ÷ before"],
-        footer=(f"import: fresh interpreter minus bare `python -c pass` "
-                f"({b['bare_s'] * 1e3:.0f} / {a['bare_s'] * 1e3:.0f} ms), medians of "
-                f"{args.import_runs}, interleaved; idle: RSS {args.settle:g} s after start, CPU "
-                f"over {args.window:g} s (10 ms ticks), bare python in this venv "
-                f"{idle['core bare python']['rss_bytes'] / MB:.1f} MB; heavy = "
-                f"{', '.join(HEAVY)}; every child's edgebuf.__file__ checked against its tree"),
+        footer=(
+            f"import: fresh interpreter minus bare `python -c pass` "
+            f"({b['bare_s'] * 1e3:.0f} / {a['bare_s'] * 1e3:.0f} ms), medians of "
+            f"{args.import_runs}, interleaved; idle: RSS {args.settle:g} s after start, CPU "
+            f"over {args.window:g} s (10 ms ticks), bare python in this venv "
+            f"{idle['core bare python']['rss_bytes'] / MB:.1f} MB; heavy = "
+            f"{', '.join(HEAVY)}; every child's edgebuf.__file__ checked against its tree"
+        ),
     )
 
     def row(name: str, before: Any, after: Any, ratio: bool = True) -> None:
         t.add(name, before, after, bl.ratio(after, before) if ratio else None)
 
     row("`import edgebuf`, ms", b["import_s"] * 1e3, a["import_s"] * 1e3)
-    row("heavy packages loaded by `import edgebuf`", ", ".join(b["heavy"]) or "none",
-        ", ".join(a["heavy"]) or "none", ratio=False)
+    row(
+        "heavy packages loaded by `import edgebuf`",
+        ", ".join(b["heavy"]) or "none",
+        ", ".join(a["heavy"]) or "none",
+        ratio=False,
+    )
     row("modules in sys.modules after `import edgebuf`", b["modules"], a["modules"])
     up = {k: idle[f"core {k}, cloud up"] for k in ("before", "after")}
-    row("heavy packages loaded by a started client", ", ".join(up["before"]["heavy"]) or "none",
-        ", ".join(up["after"]["heavy"]) or "none", ratio=False)
+    row(
+        "heavy packages loaded by a started client",
+        ", ".join(up["before"]["heavy"]) or "none",
+        ", ".join(up["after"]["heavy"]) or "none",
+        ratio=False,
+    )
     for state in ("up", "down"):
         r = {k: idle[f"core {k}, cloud {state}"] for k in ("before", "after")}
-        row(f"idle client RSS, cloud {state}, MB", r["before"]["rss_bytes"] / MB,
-            r["after"]["rss_bytes"] / MB)
+        row(
+            f"idle client RSS, cloud {state}, MB",
+            r["before"]["rss_bytes"] / MB,
+            r["after"]["rss_bytes"] / MB,
+        )
     for state in ("up", "down"):
         r = {k: idle[f"core {k}, cloud {state}"] for k in ("before", "after")}
-        row(f"idle client CPU, cloud {state}, ms ({args.window:g} s)",
-            round(r["before"]["cpu_s"] * 1e3), round(r["after"]["cpu_s"] * 1e3))
-        row(f"idle client CPU, cloud {state}, % of a core", f"{r['before']['cpu_pct']:.3f}",
-            f"{r['after']['cpu_pct']:.3f}", ratio=False)
+        row(
+            f"idle client CPU, cloud {state}, ms ({args.window:g} s)",
+            round(r["before"]["cpu_s"] * 1e3),
+            round(r["after"]["cpu_s"] * 1e3),
+        )
+        row(
+            f"idle client CPU, cloud {state}, % of a core",
+            f"{r['before']['cpu_pct']:.3f}",
+            f"{r['after']['cpu_pct']:.3f}",
+            ratio=False,
+        )
 
-    where = bl.Table("where `import edgebuf` spends its time on the core-only install "
-                     "(self time by top-level package, -X importtime, one run; the 8 largest of each), ms",
-                     ["package", "before", "after"])
+    where = bl.Table(
+        "where `import edgebuf` spends its time on the core-only install "
+        "(self time by top-level package, -X importtime, one run; the 8 largest of each), ms",
+        ["package", "before", "after"],
+    )
     by_b, by_a = dict(b["breakdown_ms"]), dict(a["breakdown_ms"])
     shown = {pkg for pkg, _ in b["breakdown_ms"][:8]} | {pkg for pkg, _ in a["breakdown_ms"][:8]}
     for pkg in sorted(shown, key=lambda k: -max(by_b.get(k, 0), by_a.get(k, 0))):

@@ -33,12 +33,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def frames(n: int) -> list[np.ndarray]:
-    return [np.ascontiguousarray(np.asarray(render_frame(1000, i)[0])[:, :, ::-1])
-            for i in range(n)]
+    return [
+        np.ascontiguousarray(np.asarray(render_frame(1000, i)[0])[:, :, ::-1]) for i in range(n)
+    ]
 
 
-def time_detector(weights: Path, images: list[np.ndarray], warmup: int
-                  ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def time_detector(
+    weights: Path, images: list[np.ndarray], warmup: int
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     from edgebuf.vision.detector import UltralyticsDetector
 
     detector = UltralyticsDetector(weights)
@@ -52,10 +54,12 @@ def time_detector(weights: Path, images: list[np.ndarray], warmup: int
     return bl.latency_summary(samples), records
 
 
-def time_logging(records: list[dict[str, Any]], tmp: Path, warmup: int,
-                 model_version: str) -> dict[str, Any]:
-    client = EnhancedAsyncLoggingClient(f"http://127.0.0.1:{free_port()}", tmp / "edge.db",
-                                        "bench-inference")
+def time_logging(
+    records: list[dict[str, Any]], tmp: Path, warmup: int, model_version: str
+) -> dict[str, Any]:
+    client = EnhancedAsyncLoggingClient(
+        f"http://127.0.0.1:{free_port()}", tmp / "edge.db", "bench-inference"
+    )
     try:
         for rec in records[:warmup]:
             client.log_prediction(rec, image_id="warmup", model_version=model_version)
@@ -84,8 +88,9 @@ def main() -> None:
         ["case", "p50", "p99", "unit", "% of .pt inference (p50)"],
     )
     results: dict[str, Any] = {"frames": args.frames}
-    targets = bl.Table("targets", ["target", "logging µs", "inference µs", "share", "wanted",
-                                   "result"])
+    targets = bl.Table(
+        "targets", ["target", "logging µs", "inference µs", "share", "wanted", "result"]
+    )
     with bl.scratch_dir() as tmp:
         bl.note("[inference] .pt")
         pt, records = time_detector(args.weights, images, args.warmup)
@@ -101,16 +106,40 @@ def main() -> None:
         bl.note("[inference] log_prediction of the real records")
         logging = time_logging(records, tmp, args.warmup, "conveyor_yolov8n")
     for name, r in models.items():
-        table.add(f"detect, {name}", r["p50_us"] / 1000, r["p99_us"] / 1000, "ms",
-                  100 * r["p50_us"] / pt["p50_us"])
-    table.add("log_prediction (durability normal)", logging["p50_us"], logging["p99_us"], "µs",
-              100 * logging["p50_us"] / pt["p50_us"])
+        table.add(
+            f"detect, {name}",
+            r["p50_us"] / 1000,
+            r["p99_us"] / 1000,
+            "ms",
+            100 * r["p50_us"] / pt["p50_us"],
+        )
+    table.add(
+        "log_prediction (durability normal)",
+        logging["p50_us"],
+        logging["p99_us"],
+        "µs",
+        100 * logging["p50_us"] / pt["p50_us"],
+    )
     share = bl.ratio(logging["p50_us"], pt["p50_us"])
-    targets.add("log_prediction p50 vs .pt inference p50", logging["p50_us"], pt["p50_us"],
-                f"{100 * share:.2f}%", "≤ 2%", bl.verdict(share is not None and share <= 0.02))
-    results.update(models=models, logging=logging,
-                   targets=[{"target": "logging share of inference", "ratio": share,
-                             "pass": share is not None and share <= 0.02}])
+    targets.add(
+        "log_prediction p50 vs .pt inference p50",
+        logging["p50_us"],
+        pt["p50_us"],
+        f"{100 * share:.2f}%",
+        "≤ 2%",
+        bl.verdict(share is not None and share <= 0.02),
+    )
+    results.update(
+        models=models,
+        logging=logging,
+        targets=[
+            {
+                "target": "logging share of inference",
+                "ratio": share,
+                "pass": share is not None and share <= 0.02,
+            }
+        ],
+    )
     bl.report("inference", [table, targets], results, args.json)
 
 

@@ -53,9 +53,17 @@ def create_app(db_path: str) -> FastAPI:
         body = json.loads(await request.body())
         device, batch_id, now = body["device_id"], body["batch_id"], time.time()
         rows = [
-            (device, r["record_id"], r["seq"], r.get("image_id"), r["timestamp"],
-             r.get("model_version"), json.dumps(r["prediction"], separators=(",", ":")),
-             now, batch_id)
+            (
+                device,
+                r["record_id"],
+                r["seq"],
+                r.get("image_id"),
+                r["timestamp"],
+                r.get("model_version"),
+                json.dumps(r["prediction"], separators=(",", ":")),
+                now,
+                batch_id,
+            )
             for r in body["records"]
         ]
         conn.execute("BEGIN")
@@ -78,8 +86,9 @@ def main() -> None:
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--db", required=True, help="SQLite file to store into")
     args = p.parse_args()
-    uvicorn.run(create_app(args.db), host=args.host, port=args.port, log_level="warning",
-                access_log=False)
+    uvicorn.run(
+        create_app(args.db), host=args.host, port=args.port, log_level="warning", access_log=False
+    )
 
 
 if __name__ == "__main__":

@@ -54,20 +54,26 @@ BATCH = 512  # the client's backfill batch
 BEFORE_REF = "32cf23e"  # the last commit with the fixed lane of 2 and gzip only
 LANES: dict[str, dict[str, str]] = {
     "before": {"EDGEBUF_DRAIN_CONCURRENCY": "2"},  # + PYTHONPATH of the old code
-    "fixed2": {"EDGEBUF_COMPRESSION": "gzip", "EDGEBUF_DRAIN_CONCURRENCY": "2",
-               "EDGEBUF_DRAIN_ADAPTIVE": "false"},
+    "fixed2": {
+        "EDGEBUF_COMPRESSION": "gzip",
+        "EDGEBUF_DRAIN_CONCURRENCY": "2",
+        "EDGEBUF_DRAIN_ADAPTIVE": "false",
+    },
     "after": {},  # the defaults
 }
-LANE_TEXT = {"before": "the client of {ref} (gzip, waves of 2 in flight)",
-             "fixed2": "this client, gzip, a window of exactly 2",
-             "after": "this client's defaults (zstd, adaptive window up to 32)"}
+LANE_TEXT = {
+    "before": "the client of {ref} (gzip, waves of 2 in flight)",
+    "fixed2": "this client, gzip, a window of exactly 2",
+    "after": "this client's defaults (zstd, adaptive window up to 32)",
+}
 
 
 def old_code(ref: str, into: Path) -> Path:
     """The repository at ``ref`` (``git archive``), for the ``before`` lane's child."""
     into.mkdir()
-    archive = subprocess.run(["git", "-C", str(bl.REPO), "archive", ref], check=True,
-                             capture_output=True).stdout
+    archive = subprocess.run(
+        ["git", "-C", str(bl.REPO), "archive", ref], check=True, capture_output=True
+    ).stdout
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
     return into
 
@@ -78,16 +84,21 @@ def backlog_bodies(buffer: Path, limit: int) -> list[bytes]:
     ro = sqlite3.connect(f"file:{buffer}?mode=ro", uri=True)
     rows = ro.execute(
         "SELECT record_id, seq, image_id, timestamp, model_version, prediction_data"
-        " FROM prediction_buffer ORDER BY id LIMIT ?", (limit,)).fetchall()
+        " FROM prediction_buffer ORDER BY id LIMIT ?",
+        (limit,),
+    ).fetchall()
     ro.close()
     bodies = []
     for start in range(0, len(rows), BATCH):
         items = ",".join(
             f'{{"record_id":"{r[0]}","seq":{r[1]},"image_id":"{r[2]}","timestamp":{r[3]!r},'
             f'"model_version":"{r[4]}","prediction":{r[5]}}}'
-            for r in rows[start:start + BATCH])
-        bodies.append(f'{{"device_id":"{drain.DEVICE}","batch_id":"{uuid.uuid4().hex}",'
-                      f'"records":[{items}]}}'.encode())
+            for r in rows[start : start + BATCH]
+        )
+        bodies.append(
+            f'{{"device_id":"{drain.DEVICE}","batch_id":"{uuid.uuid4().hex}",'
+            f'"records":[{items}]}}'.encode()
+        )
     return bodies
 
 
@@ -106,8 +117,13 @@ def compression_figures(bodies: list[bytes], records: int) -> list[dict[str, Any
             t0 = time.process_time()
             size = sum(len(codec(b)) for b in bodies)
             best = min(best, time.process_time() - t0)
-        out.append({"codec": name, "bytes_per_record": size / records,
-                    "cpu_us_per_record": best / records * 1e6})
+        out.append(
+            {
+                "codec": name,
+                "bytes_per_record": size / records,
+                "cpu_us_per_record": best / records * 1e6,
+            }
+        )
     return out
 
 
@@ -141,8 +157,15 @@ def in_flight(posts: list[dict]) -> tuple[float, int]:
     return mean, peak
 
 
-def run_cell(backlog_path: Path, backlog: dict[str, Any], tmp: Path, lane: str,
-             mbits: float | None, rtt_ms: float, live_rate: float) -> dict[str, Any]:
+def run_cell(
+    backlog_path: Path,
+    backlog: dict[str, Any],
+    tmp: Path,
+    lane: str,
+    mbits: float | None,
+    rtt_ms: float,
+    live_rate: float,
+) -> dict[str, Any]:
     buffer = tmp / f"edge-{uuid.uuid4().hex[:8]}.db"  # a fresh name: no stale -wal applies
     shutil.copyfile(backlog_path, buffer)
     bandwidth = mbit(mbits) if mbits else 0.0
@@ -167,15 +190,26 @@ def run_cell(backlog_path: Path, backlog: dict[str, Any], tmp: Path, lane: str,
     bpr = up / carried if carried else float("nan")
     mean_flight, peak_flight = in_flight(posts)
     limit = bandwidth / bpr if bandwidth and carried else None
-    bl.note(f"[uplink]   {lane}, {label}: {result['records_per_s']:,.0f} records/s,"
-            f" {bpr:.1f} B/record on the wire, limit {limit or float('nan'):,.0f}/s,"
-            f" peak {mean_flight:.1f}/{in_flight(posts)[1]} in flight,"
-            f" live max {result['cloud_latency_max_s']:.2f} s")
-    return {"lane": lane, "link": label, "mbits": mbits, "rtt_ms": rtt_ms,
-            "records_per_s": result["records_per_s"], "wire_bytes_per_record": bpr,
-            "link_limit_records_per_s": limit, "ratio": bl.ratio(result["records_per_s"], limit),
-            "mean_in_flight": mean_flight, "peak_in_flight": peak_flight,
-            "log_requests": len(posts), "drain": result}
+    bl.note(
+        f"[uplink]   {lane}, {label}: {result['records_per_s']:,.0f} records/s,"
+        f" {bpr:.1f} B/record on the wire, limit {limit or float('nan'):,.0f}/s,"
+        f" peak {mean_flight:.1f}/{in_flight(posts)[1]} in flight,"
+        f" live max {result['cloud_latency_max_s']:.2f} s"
+    )
+    return {
+        "lane": lane,
+        "link": label,
+        "mbits": mbits,
+        "rtt_ms": rtt_ms,
+        "records_per_s": result["records_per_s"],
+        "wire_bytes_per_record": bpr,
+        "link_limit_records_per_s": limit,
+        "ratio": bl.ratio(result["records_per_s"], limit),
+        "mean_in_flight": mean_flight,
+        "peak_in_flight": peak_flight,
+        "log_requests": len(posts),
+        "drain": result,
+    }
 
 
 # ---------------------------------------------------------------------- main
@@ -184,12 +218,18 @@ def main() -> None:
     p.add_argument("--records", type=int, default=100_000, help="backlog size")
     p.add_argument("--mbits", default="1,5,20", help="link bandwidths, Mbit/s")
     p.add_argument("--rtts", default="50,150,600", help="round trips, ms")
-    p.add_argument("--lanes", default="before,after",
-                   help=f"which lanes to run, of {', '.join(LANES)}")
-    p.add_argument("--before-ref", default=BEFORE_REF,
-                   help="git commit whose client is the 'before' lane")
-    p.add_argument("--live-rate", type=float, default=20.0,
-                   help="new records/s the client logs while it drains")
+    p.add_argument(
+        "--lanes", default="before,after", help=f"which lanes to run, of {', '.join(LANES)}"
+    )
+    p.add_argument(
+        "--before-ref", default=BEFORE_REF, help="git commit whose client is the 'before' lane"
+    )
+    p.add_argument(
+        "--live-rate",
+        type=float,
+        default=20.0,
+        help="new records/s the client logs while it drains",
+    )
     p.add_argument("--no-loopback", action="store_true", help="skip the no-link rows")
     args = p.parse_args()
     if args.smoke:
@@ -216,40 +256,60 @@ def main() -> None:
             else:
                 # the child of drain.py runs the old client: its edgebuf first on the path
                 LANES["before"]["PYTHONPATH"] = os.pathsep.join(
-                    [str(old), *filter(None, [os.environ.get("PYTHONPATH")])])
+                    [str(old), *filter(None, [os.environ.get("PYTHONPATH")])]
+                )
         n = backlog["records"]
         sample = min(n, 50_000)
         codecs = compression_figures(backlog_bodies(backlog_path, sample), sample)
         for lane in lanes:
             if not args.no_loopback:
-                cells.append(run_cell(backlog_path, backlog, tmp, lane, None, 0.0,
-                                      args.live_rate))
+                cells.append(run_cell(backlog_path, backlog, tmp, lane, None, 0.0, args.live_rate))
             for bw in mbits:
                 for rtt in rtts:
-                    cells.append(run_cell(backlog_path, backlog, tmp, lane, bw, rtt,
-                                          args.live_rate))
+                    cells.append(
+                        run_cell(backlog_path, backlog, tmp, lane, bw, rtt, args.live_rate)
+                    )
 
     comp = bl.Table(
         f"compression of the backlog's own {BATCH}-record bodies ({sample:,} records)",
-        ["codec", "bytes/record", "vs gzip", "edge CPU µs/record", "vs gzip"])
+        ["codec", "bytes/record", "vs gzip", "edge CPU µs/record", "vs gzip"],
+    )
     gz = next(c for c in codecs if c["codec"].startswith("gzip"))
     for c in codecs:
-        comp.add(c["codec"], c["bytes_per_record"],
-                 bl.ratio(c["bytes_per_record"], gz["bytes_per_record"]),
-                 c["cpu_us_per_record"], bl.ratio(c["cpu_us_per_record"], gz["cpu_us_per_record"]))
+        comp.add(
+            c["codec"],
+            c["bytes_per_record"],
+            bl.ratio(c["bytes_per_record"], gz["bytes_per_record"]),
+            c["cpu_us_per_record"],
+            bl.ratio(c["cpu_us_per_record"], gz["cpu_us_per_record"]),
+        )
 
     limit_2x = 2 * drain.BATCH_TIMEOUT
     grid = bl.Table(
         f"drain of a {n:,}-record backlog to the real cloud (SQLite) through a link,"
         f" {args.live_rate:g} live records/s meanwhile",
-        ["link", "lane", "records/s", "wire B/record", "link limit rec/s", "ratio",
-         "vs ceiling", "in flight mean", "peak", "live p50 s", "live p99 s", "live max s"],
-        footer="lanes: " + "; ".join(f"{lane} = {LANE_TEXT[lane].format(ref=args.before_ref)}"
-                                     for lane in lanes) + "."
-               " The link limit is bandwidth / the POST /log bytes per record the proxy"
-               " carried (heads included). vs ceiling: records/s / the lower of the link"
-               " limit and the same lane's no-link drain in this run (this machine's own"
-               " ceiling: cloud, proxy and edge share its CPUs).")
+        [
+            "link",
+            "lane",
+            "records/s",
+            "wire B/record",
+            "link limit rec/s",
+            "ratio",
+            "vs ceiling",
+            "in flight mean",
+            "peak",
+            "live p50 s",
+            "live p99 s",
+            "live max s",
+        ],
+        footer="lanes: "
+        + "; ".join(f"{lane} = {LANE_TEXT[lane].format(ref=args.before_ref)}" for lane in lanes)
+        + "."
+        " The link limit is bandwidth / the POST /log bytes per record the proxy"
+        " carried (heads included). vs ceiling: records/s / the lower of the link"
+        " limit and the same lane's no-link drain in this run (this machine's own"
+        " ceiling: cloud, proxy and edge share its CPUs).",
+    )
     loopback = {c["lane"]: c["records_per_s"] for c in cells if not c["mbits"]}
     for c in cells:
         limits = [x for x in (c["link_limit_records_per_s"], loopback.get(c["lane"])) if x]
@@ -257,10 +317,20 @@ def main() -> None:
         c["vs_ceiling"] = bl.ratio(c["records_per_s"], c["ceiling_records_per_s"])
     for c in sorted(cells, key=lambda c: (c["mbits"] or 1e9, c["rtt_ms"], c["lane"])):
         d = c["drain"]
-        grid.add(c["link"], c["lane"], c["records_per_s"], c["wire_bytes_per_record"],
-                 c["link_limit_records_per_s"], c["ratio"], c["vs_ceiling"], c["mean_in_flight"],
-                 c["peak_in_flight"], d["cloud_latency_p50_s"], d["cloud_latency_p99_s"],
-                 d["cloud_latency_max_s"])
+        grid.add(
+            c["link"],
+            c["lane"],
+            c["records_per_s"],
+            c["wire_bytes_per_record"],
+            c["link_limit_records_per_s"],
+            c["ratio"],
+            c["vs_ceiling"],
+            c["mean_in_flight"],
+            c["peak_in_flight"],
+            d["cloud_latency_p50_s"],
+            d["cloud_latency_p99_s"],
+            d["cloud_latency_max_s"],
+        )
 
     targets = bl.Table("targets", ["target", "measured", "limit", "ratio", "wanted", "result"])
     checks: list[dict[str, Any]] = []
@@ -268,27 +338,56 @@ def main() -> None:
     def check(label: str, mine: Any, limit: Any, wanted: str, ok: bool | None) -> None:
         r = bl.ratio(mine, limit)
         targets.add(label, mine, limit, r, wanted, bl.verdict(ok))
-        checks.append({"target": label, "measured": mine, "limit": limit, "ratio": r,
-                       "wanted": wanted, "pass": ok})
+        checks.append(
+            {
+                "target": label,
+                "measured": mine,
+                "limit": limit,
+                "ratio": r,
+                "wanted": wanted,
+                "pass": ok,
+            }
+        )
 
     for c in cells:
         d = c["drain"]
         name = f"{c['lane']}, {c['link']}"
         stored_ok = d["cloud_stored"] == d["expected"] and d["drained"]
         if c["link_limit_records_per_s"] is not None:
-            check(f"{name}: records/s vs link limit", c["records_per_s"],
-                  c["link_limit_records_per_s"], "≥ 0.8×", c["ratio"] >= 0.8)
+            check(
+                f"{name}: records/s vs link limit",
+                c["records_per_s"],
+                c["link_limit_records_per_s"],
+                "≥ 0.8×",
+                c["ratio"] >= 0.8,
+            )
         worst = d["cloud_latency_max_s"]
-        check(f"{name}: live max latency s", worst, limit_2x, "≤ 2× batch timeout",
-              None if worst != worst else worst <= limit_2x)
-        check(f"{name}: stored exactly once", d["cloud_stored"], d["expected"], "= expected",
-              stored_ok)
+        check(
+            f"{name}: live max latency s",
+            worst,
+            limit_2x,
+            "≤ 2× batch timeout",
+            None if worst != worst else worst <= limit_2x,
+        )
+        check(
+            f"{name}: stored exactly once",
+            d["cloud_stored"],
+            d["expected"],
+            "= expected",
+            stored_ok,
+        )
 
     facts = bl.Table("notes", ["fact", "value"])
     facts.add("backlog build, records/s", backlog["build_records_per_s"])
     facts.add("batch timeout (live lane), s", drain.BATCH_TIMEOUT)
-    results = {"records": n, "compression": codecs, "cells": cells, "targets": checks,
-               "backlog": backlog, "before_ref": args.before_ref}
+    results = {
+        "records": n,
+        "compression": codecs,
+        "cells": cells,
+        "targets": checks,
+        "backlog": backlog,
+        "before_ref": args.before_ref,
+    }
     bl.report("uplink", [comp, grid, targets, facts], results, args.json)
 
 

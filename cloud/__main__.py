@@ -77,13 +77,16 @@ def _schema_step(settings: CloudSettings, migrate_only: bool) -> None:
     help="SQLAlchemy URL [env DATABASE_URL; default sqlite:///data/cloud_predictions.db].",
 )
 @click.option(
-    "--no-migrate", is_flag=True,
+    "--no-migrate",
+    is_flag=True,
     help="Do not apply migrations; refuse to start unless the schema is current.",
 )
 @click.option("--migrate-only", is_flag=True, help="Apply migrations, then exit.")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64))
 @click.option(
-    "--log-level", default="info", show_default=True,
+    "--log-level",
+    default="info",
+    show_default=True,
     type=click.Choice(["critical", "error", "warning", "info", "debug"]),
 )
 @click.option("--access-log/--no-access-log", default=True, show_default=True)
@@ -122,8 +125,12 @@ def main(
 
     # Workers (and the single in-process app) only check the revision from here on.
     common: dict[str, Any] = {
-        "host": host, "port": port, "log_level": log_level, "access_log": access_log,
-        "lifespan": "on", "timeout_graceful_shutdown": 10,
+        "host": host,
+        "port": port,
+        "log_level": log_level,
+        "access_log": access_log,
+        "lifespan": "on",
+        "timeout_graceful_shutdown": 10,
     }
     if workers == 1:
         from cloud.app import create_app

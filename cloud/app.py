@@ -48,8 +48,10 @@ def _prepare_schema(state: CloudState) -> None:
         else:
             migrate.check_current(engine)
     except Exception:
-        log.error("cannot start: database schema not ready at %s",
-                  engine.url.render_as_string(hide_password=True))
+        log.error(
+            "cannot start: database schema not ready at %s",
+            engine.url.render_as_string(hide_password=True),
+        )
         raise
 
 
@@ -68,12 +70,12 @@ def _install_openapi(app: FastAPI, state: CloudState) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = get_openapi(
-                title=app.title, version=app.version, description=app.description,
+                title=app.title,
+                version=app.version,
+                description=app.description,
                 routes=app.routes,
             )
-            body = state.batch_model.model_json_schema(
-                ref_template="#/components/schemas/{model}"
-            )
+            body = state.batch_model.model_json_schema(ref_template="#/components/schemas/{model}")
             components = schema.setdefault("components", {}).setdefault("schemas", {})
             components.update(body.pop("$defs", {}))
             components["LogBatch"] = body

@@ -42,9 +42,7 @@ class Principal:
     def require_device(self, device_id: str | None) -> None:
         """Refuse (403) a device-scoped caller acting for another device, or for all."""
         if self.device_id is not None and device_id != self.device_id:
-            raise HTTPException(
-                403, f"this {self.via} may only act for device {self.device_id!r}"
-            )
+            raise HTTPException(403, f"this {self.via} may only act for device {self.device_id!r}")
 
 
 _ANYONE = Principal(device_id=None)
@@ -149,14 +147,10 @@ class Authenticator:
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            raise HTTPException(
-                401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"}
-            )
+            raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
         principal = self.principal_for(token.strip())
         if principal is None:
-            raise HTTPException(
-                401, "invalid bearer token", headers={"WWW-Authenticate": "Bearer"}
-            )
+            raise HTTPException(401, "invalid bearer token", headers={"WWW-Authenticate": "Bearer"})
         return principal
 
     async def __call__(self, request: Request) -> Principal:

@@ -159,8 +159,10 @@ def _durable_commits(engine: Engine) -> None:
         with dbapi_conn.cursor() as cur:
             cur.execute("SHOW synchronous_commit")
             if cur.fetchone()[0] == "off":
-                log.warning("synchronous_commit=off on this database: set to on for ingest"
-                            " (EDGEBUF_DURABLE_ACK=false keeps it off)")
+                log.warning(
+                    "synchronous_commit=off on this database: set to on for ingest"
+                    " (EDGEBUF_DURABLE_ACK=false keeps it off)"
+                )
                 cur.execute("SET SESSION synchronous_commit = on")
         dbapi_conn.commit()
 
@@ -221,9 +223,11 @@ class Checkpointer:
                 try:
                     if conn is None:  # mode=rw: never create a file that was removed
                         conn = sqlite3.connect(
-                            f"file:{quote(str(self._path))}?mode=rw", uri=True,
+                            f"file:{quote(str(self._path))}?mode=rw",
+                            uri=True,
                             isolation_level=None,
-                            timeout=self._busy_timeout_s, check_same_thread=False,
+                            timeout=self._busy_timeout_s,
+                            check_same_thread=False,
                         )
                     conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
                 except sqlite3.Error:
@@ -264,7 +268,8 @@ class Database:
         self.checkpointer: Checkpointer | None = None
         if self.is_sqlite and settings.sqlite_background_checkpoint > 0:
             self.checkpointer = Checkpointer(
-                sqlite_path(self.engine.url), settings.sqlite_busy_timeout_ms / 1000,
+                sqlite_path(self.engine.url),
+                settings.sqlite_busy_timeout_ms / 1000,
                 settings.sqlite_background_checkpoint,
             )
 

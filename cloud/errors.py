@@ -29,7 +29,10 @@ from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 __all__ = [
-    "SERVICE", "ServiceUnavailable", "error_body", "install_error_handlers",
+    "SERVICE",
+    "ServiceUnavailable",
+    "error_body",
+    "install_error_handlers",
     "translate_db_errors",
 ]
 

@@ -136,11 +136,13 @@ class StoreResult:
 def _not_storable(index: int, error: object) -> HTTPException:
     return HTTPException(
         422,
-        [{
-            "loc": ["body", "records", index, "prediction"],
-            "msg": f"prediction is not storable as JSON: {error}",
-            "type": "value_error",
-        }],
+        [
+            {
+                "loc": ["body", "records", index, "prediction"],
+                "msg": f"prediction is not storable as JSON: {error}",
+                "type": "value_error",
+            }
+        ],
     )
 
 
@@ -198,8 +200,12 @@ class BatchStore:
     MAX_GROUP_BATCHES = 64
     MAX_GROUP_ROWS = 20_000
 
-    def __init__(self, db: Database, retention_days: float | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        db: Database,
+        retention_days: float | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._db = db
         self._retention_days = retention_days
         self._clock = clock
@@ -242,14 +248,33 @@ class BatchStore:
                 text = to_json(record[5])
             except (PydanticSerializationError, ValueError, RecursionError):
                 text = b"Infinity"  # take the careful path, which words the error
-            prediction = (text.decode() if b"Infinity" not in text
-                          else _serialize(_index(records, record), record[5]))
-            append((device_id, record[0], record[1], record[2], record[3], record[4],
-                    prediction, received_at, batch_id))
+            prediction = (
+                text.decode()
+                if b"Infinity" not in text
+                else _serialize(_index(records, record), record[5])
+            )
+            append(
+                (
+                    device_id,
+                    record[0],
+                    record[1],
+                    record[2],
+                    record[3],
+                    record[4],
+                    prediction,
+                    received_at,
+                    batch_id,
+                )
+            )
         # Counted outside the lock; redone for the new ones if some were stored before.
-        job = _Job(device_id, rows, unique,
-                   _aggregates(unique, received_at, None if expired else _seq_run(unique)),
-                   received_at, expired)
+        job = _Job(
+            device_id,
+            rows,
+            unique,
+            _aggregates(unique, received_at, None if expired else _seq_run(unique)),
+            received_at,
+            expired,
+        )
 
         with translate_db_errors():
             if self._group_commit:
@@ -265,8 +290,11 @@ class BatchStore:
                     job.accepted = self._write(conn, job)
         if job.accepted:
             self._db.committed()
-        return StoreResult(accepted=job.accepted, duplicates=len(records) - job.accepted,
-                           expired=job.expired_accepted)
+        return StoreResult(
+            accepted=job.accepted,
+            duplicates=len(records) - job.accepted,
+            expired=job.expired_accepted,
+        )
 
     def _write(self, conn: Connection, job: _Job) -> int:
         """The statements of one batch, inside the caller's transaction."""
@@ -289,8 +317,11 @@ class BatchStore:
             entries: list[Entry] = [(r[1], r[0], r[3], True) for r in new]
             entries += [(r[1], r[0], r[3], False) for r in job.expired]
             # On PostgreSQL the insert statement already tried the run (`cloud.statements`).
-            run = (job.aggregates.seq_run
-                   if self._db.is_sqlite and new is job.unique and not job.expired else None)
+            run = (
+                job.aggregates.seq_run
+                if self._db.is_sqlite and new is job.unique and not job.expired
+                else None
+            )
             repeats = hold(conn, job.device_id, entries, run)
             job.expired_accepted = sum(1 for r in job.expired if r[0] not in repeats)
         return accepted + job.expired_accepted
@@ -301,12 +332,14 @@ class BatchStore:
             group: list[_Job] = []
             rows = 0
             for job in self._queue:
-                if group and (len(group) >= self.MAX_GROUP_BATCHES
-                              or rows + len(job.rows) > self.MAX_GROUP_ROWS):
+                if group and (
+                    len(group) >= self.MAX_GROUP_BATCHES
+                    or rows + len(job.rows) > self.MAX_GROUP_ROWS
+                ):
                     break
                 group.append(job)
                 rows += len(job.rows)
-            del self._queue[:len(group)]
+            del self._queue[: len(group)]
         try:
             with self._db.engine.begin() as conn:
                 if len(group) == 1:
@@ -347,11 +380,11 @@ def _seq_run(records: list[Record]) -> tuple[int, int] | None:
     return lo, hi
 
 
-def _aggregates(records: list[Record], received_at: float,
-                run: tuple[int, int] | None) -> Aggregates:
+def _aggregates(
+    records: list[Record], received_at: float, run: tuple[int, int] | None
+) -> Aggregates:
     totals = tally(records)
-    return Aggregates(totals, detection_rollups(totals), record_rollups(records, received_at),
-                      run)
+    return Aggregates(totals, detection_rollups(totals), record_rollups(records, received_at), run)
 
 
 def _index(records: list[Record], record: Record) -> int:

@@ -57,7 +57,7 @@ def partition_name(day: int) -> str:
 
 def _day_of(name: str) -> int | None:
     try:
-        date = datetime.datetime.strptime(name[len(PARTITION_PREFIX):], "%Y%m%d").date()
+        date = datetime.datetime.strptime(name[len(PARTITION_PREFIX) :], "%Y%m%d").date()
     except ValueError:
         return None
     return (date - _EPOCH).days
@@ -77,9 +77,14 @@ class Report:
 class Maintenance:
     """Partitions ahead and retention for one database; see the module docstring."""
 
-    def __init__(self, db: Database, settings: CloudSettings, metrics: Any = None,
-                 clock: Callable[[], float] = time.time,
-                 on_cutoff: Callable[[float | None], None] | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        settings: CloudSettings,
+        metrics: Any = None,
+        clock: Callable[[], float] = time.time,
+        on_cutoff: Callable[[float | None], None] | None = None,
+    ) -> None:
         self._on_cutoff = on_cutoff
         self._db = db
         self._settings = settings
@@ -111,8 +116,9 @@ class Maintenance:
                     fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
             return
         with engine.connect() as conn:
-            got = conn.execute(text("SELECT pg_try_advisory_lock(:key)"),
-                               {"key": MAINTENANCE_LOCK_KEY}).scalar()
+            got = conn.execute(
+                text("SELECT pg_try_advisory_lock(:key)"), {"key": MAINTENANCE_LOCK_KEY}
+            ).scalar()
             conn.commit()
             if not got:
                 yield None
@@ -124,8 +130,9 @@ class Maintenance:
             finally:
                 try:
                     conn.rollback()
-                    conn.execute(text("SELECT pg_advisory_unlock(:key)"),
-                                 {"key": MAINTENANCE_LOCK_KEY})
+                    conn.execute(
+                        text("SELECT pg_advisory_unlock(:key)"), {"key": MAINTENANCE_LOCK_KEY}
+                    )
                     conn.execute(text("RESET lock_timeout"))
                     conn.commit()
                 except Exception:  # connection gone: the server released the lock with it
@@ -164,8 +171,9 @@ class Maintenance:
         if self._on_cutoff is None or self._settings.retention_days is None:
             return
         with self._db.engine.connect() as conn:
-            value = conn.execute(text("SELECT value FROM cloud_state WHERE name = :n"),
-                                 {"n": CUTOFF_NAME}).scalar()
+            value = conn.execute(
+                text("SELECT value FROM cloud_state WHERE name = :n"), {"n": CUTOFF_NAME}
+            ).scalar()
         self._on_cutoff(None if value is None else float(value))
 
     def _count(self, outcome: str) -> None:
@@ -174,10 +182,16 @@ class Maintenance:
 
     @staticmethod
     def _partitions(conn: Connection) -> dict[int, str]:
-        names = conn.execute(text(
-            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
-            " WHERE i.inhparent = 'predictions'::regclass"
-        )).scalars().all()
+        names = (
+            conn.execute(
+                text(
+                    "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+                    " WHERE i.inhparent = 'predictions'::regclass"
+                )
+            )
+            .scalars()
+            .all()
+        )
         conn.commit()
         days = {_day_of(name): name for name in names if name.startswith(PARTITION_PREFIX)}
         return {day: name for day, name in days.items() if day is not None}
@@ -197,48 +211,74 @@ class Maintenance:
     def _create_partition(conn: Connection, day: int) -> int:
         name, low, high = partition_name(day), day * DAY, (day + 1) * DAY
         with conn.begin():
-            stray = conn.execute(text(
-                "SELECT count(*) FROM predictions_default WHERE ts >= :low AND ts < :high"
-            ), {"low": low, "high": high}).scalar()
+            stray = conn.execute(
+                text("SELECT count(*) FROM predictions_default WHERE ts >= :low AND ts < :high"),
+                {"low": low, "high": high},
+            ).scalar()
             if not stray:
-                conn.execute(text(f"CREATE TABLE {name} PARTITION OF predictions"
-                                  f" FOR VALUES FROM ({low}) TO ({high})"))
+                conn.execute(
+                    text(
+                        f"CREATE TABLE {name} PARTITION OF predictions"
+                        f" FOR VALUES FROM ({low}) TO ({high})"
+                    )
+                )
                 return 0
-            conn.execute(text(f"CREATE TABLE {name}"
-                              " (LIKE predictions INCLUDING DEFAULTS INCLUDING CONSTRAINTS)"))
-            conn.execute(text(
-                f"WITH moved AS (DELETE FROM predictions_default WHERE ts >= :low"
-                f" AND ts < :high RETURNING *) INSERT INTO {name} SELECT * FROM moved"
-            ), {"low": low, "high": high})
-            conn.execute(text(f"ALTER TABLE predictions ATTACH PARTITION {name}"
-                              f" FOR VALUES FROM ({low}) TO ({high})"))
+            conn.execute(
+                text(
+                    f"CREATE TABLE {name}"
+                    " (LIKE predictions INCLUDING DEFAULTS INCLUDING CONSTRAINTS)"
+                )
+            )
+            conn.execute(
+                text(
+                    f"WITH moved AS (DELETE FROM predictions_default WHERE ts >= :low"
+                    f" AND ts < :high RETURNING *) INSERT INTO {name} SELECT * FROM moved"
+                ),
+                {"low": low, "high": high},
+            )
+            conn.execute(
+                text(
+                    f"ALTER TABLE predictions ATTACH PARTITION {name}"
+                    f" FOR VALUES FROM ({low}) TO ({high})"
+                )
+            )
         log.info("moved %d rows from the default partition into %s", stray, name)
         return int(stray)
 
     # ------------------------------------------------------------------ retention
     def _expire(self, conn: Connection, cutoff: float, report: Report) -> None:
         with self._db.write_lock, conn.begin():
-            old = conn.execute(text("SELECT value FROM cloud_state WHERE name = :n"),
-                               {"n": CUTOFF_NAME}).scalar()
+            old = conn.execute(
+                text("SELECT value FROM cloud_state WHERE name = :n"), {"n": CUTOFF_NAME}
+            ).scalar()
             if old is not None and float(old) >= cutoff:
                 cutoff = float(old)  # never move back (a replica with a slow clock)
             else:
-                conn.execute(text(
-                    "INSERT INTO cloud_state (name, value) VALUES (:n, :v)"
-                    " ON CONFLICT (name) DO UPDATE SET value = excluded.value"
-                ), {"n": CUTOFF_NAME, "v": cutoff})
+                conn.execute(
+                    text(
+                        "INSERT INTO cloud_state (name, value) VALUES (:n, :v)"
+                        " ON CONFLICT (name) DO UPDATE SET value = excluded.value"
+                    ),
+                    {"n": CUTOFF_NAME, "v": cutoff},
+                )
         report.cutoff = cutoff
         devices = conn.execute(text("SELECT device_id FROM device_seqs")).scalars().all()
         conn.commit()
         if self._db.is_sqlite:
             for device in devices:
                 report.rows_deleted += self._chunked(
-                    conn, "DELETE FROM predictions WHERE id IN (SELECT id FROM predictions"
-                    " WHERE device_id = :d AND ts < :c LIMIT :n)", {"d": device, "c": cutoff})
+                    conn,
+                    "DELETE FROM predictions WHERE id IN (SELECT id FROM predictions"
+                    " WHERE device_id = :d AND ts < :c LIMIT :n)",
+                    {"d": device, "c": cutoff},
+                )
                 self._chunked(
-                    conn, "DELETE FROM detection_counts WHERE (device_id, bucket, class_name)"
+                    conn,
+                    "DELETE FROM detection_counts WHERE (device_id, bucket, class_name)"
                     " IN (SELECT device_id, bucket, class_name FROM detection_counts"
-                    " WHERE device_id = :d AND bucket < :c LIMIT :n)", {"d": device, "c": cutoff})
+                    " WHERE device_id = :d AND bucket < :c LIMIT :n)",
+                    {"d": device, "c": cutoff},
+                )
         else:
             for day, name in sorted(self._partitions(conn).items()):
                 if (day + 1) * DAY <= cutoff:
@@ -246,15 +286,23 @@ class Maintenance:
                         conn.execute(text(f"DROP TABLE {name}"))
                     report.partitions_dropped.append(name)
             report.rows_deleted += self._chunked(
-                conn, "DELETE FROM predictions_default WHERE ctid IN (SELECT ctid FROM"
-                " predictions_default WHERE ts < :c LIMIT :n)", {"c": cutoff})
+                conn,
+                "DELETE FROM predictions_default WHERE ctid IN (SELECT ctid FROM"
+                " predictions_default WHERE ts < :c LIMIT :n)",
+                {"c": cutoff},
+            )
             for device in devices:  # through the primary key, one device at a time
                 with conn.begin():
-                    conn.execute(text("DELETE FROM detection_counts WHERE device_id = :d"
-                                      " AND bucket < :c"), {"d": device, "c": cutoff})
+                    conn.execute(
+                        text("DELETE FROM detection_counts WHERE device_id = :d AND bucket < :c"),
+                        {"d": device, "c": cutoff},
+                    )
         with self._db.write_lock, conn.begin():
-            for table, column in (("prediction_rollups", "bucket"),
-                                  ("detection_rollups", "bucket"), ("seq_repeats", "ts")):
+            for table, column in (
+                ("prediction_rollups", "bucket"),
+                ("detection_rollups", "bucket"),
+                ("seq_repeats", "ts"),
+            ):
                 conn.execute(text(f"DELETE FROM {table} WHERE {column} < :c"), {"c": cutoff})
 
     def _chunked(self, conn: Connection, statement: str, params: dict[str, Any]) -> int:
@@ -275,8 +323,9 @@ class Maintenance:
         if interval <= 0 or self._thread is not None:
             return
         self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, args=(interval,),
-                                        name="edgebuf-cloud-maintenance", daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop, args=(interval,), name="edgebuf-cloud-maintenance", daemon=True
+        )
         self._thread.start()
 
     def _loop(self, interval: float) -> None:

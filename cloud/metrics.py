@@ -98,7 +98,6 @@ class MetricsMiddleware:
             self.metrics.requests.labels(path, scope["method"], str(status)).inc()
 
 
-
 def add_retention_metrics(metrics: CloudMetrics) -> None:
     """Counters of retention and maintenance (issue 13), on `metrics`' registry."""
     metrics.records_expired = Counter(  # type: ignore[attr-defined]

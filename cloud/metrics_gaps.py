@@ -52,16 +52,16 @@ _RANGE = text(
     " (SELECT max(seq) FROM predictions WHERE device_id = :d)"
 )
 _DISTINCT = text(
-    "SELECT count(DISTINCT seq) FROM predictions"
-    " WHERE device_id = :d AND seq >= :lo AND seq <= :hi"
+    "SELECT count(DISTINCT seq) FROM predictions WHERE device_id = :d AND seq >= :lo AND seq <= :hi"
 )
 
 
 class SeqGapCollector:
     """A prometheus_client collector; `scan()` is the whole computation (tests call it)."""
 
-    def __init__(self, db: Database, *, window: int = 1000, max_devices: int = 100,
-                 ttl: float = 60.0) -> None:
+    def __init__(
+        self, db: Database, *, window: int = 1000, max_devices: int = 100, ttl: float = 60.0
+    ) -> None:
         self.db = db
         self.window, self.max_devices, self.ttl = window, max_devices, ttl
         self._lock = threading.Lock()
@@ -105,24 +105,28 @@ class SeqGapCollector:
             if self._running or time.monotonic() - self._scanned_at < self.ttl:
                 return
             self._running = True
-        threading.Thread(target=self._scan_in_background, name="seq-gap-scan",
-                         daemon=True).start()
+        threading.Thread(target=self._scan_in_background, name="seq-gap-scan", daemon=True).start()
 
     def _families(self) -> list[Metric]:
         missing = GaugeMetricFamily(
             "edgebuf_cloud_seq_missing",
-            "Seqs missing among each device's newest seq numbers (bounded: "
-            "cloud/metrics_gaps.py).",
+            "Seqs missing among each device's newest seq numbers (bounded: cloud/metrics_gaps.py).",
             labels=["device_id"],
         )
         for device, n in sorted(self.missing.items()):
             missing.add_metric([device], n)
         return [
             missing,
-            GaugeMetricFamily("edgebuf_cloud_seq_scan_seconds",
-                              "Duration of the last sequence gap scan.", value=self.scan_seconds),
-            CounterMetricFamily("edgebuf_cloud_seq_scan_errors",
-                                "Sequence gap scans that failed.", value=self.errors),
+            GaugeMetricFamily(
+                "edgebuf_cloud_seq_scan_seconds",
+                "Duration of the last sequence gap scan.",
+                value=self.scan_seconds,
+            ),
+            CounterMetricFamily(
+                "edgebuf_cloud_seq_scan_errors",
+                "Sequence gap scans that failed.",
+                value=self.errors,
+            ),
         ]
 
     def describe(self) -> list[Metric]:

@@ -77,9 +77,7 @@ def _sqlite_file_lock(engine: Engine) -> Iterator[None]:
     except ImportError:  # Windows: no cross-process lock, single-process use only
         yield
         return
-    lock_path = sqlite_path(engine.url).with_name(
-        sqlite_path(engine.url).name + ".migrate.lock"
-    )
+    lock_path = sqlite_path(engine.url).with_name(sqlite_path(engine.url).name + ".migrate.lock")
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_path, "a+b") as handle:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX)

@@ -93,21 +93,28 @@ def parse_epoch(value: object) -> object:
 
 
 DeviceId = Annotated[
-    str, Field(min_length=1, max_length=MAX_DEVICE_ID, pattern=DEVICE_ID_PATTERN, examples=["line1-cam3"])
+    str,
+    Field(
+        min_length=1, max_length=MAX_DEVICE_ID, pattern=DEVICE_ID_PATTERN, examples=["line1-cam3"]
+    ),
 ]
 # Documents what `_no_nul` enforces (the validator gives the clearer error message).
 _NUL_FREE: dict[str, Any] = {"pattern": r"^[^\x00]*$"}
 Text64 = Annotated[
-    str, Field(min_length=1, max_length=MAX_RECORD_ID, json_schema_extra=_NUL_FREE), AfterValidator(_no_nul)
+    str,
+    Field(min_length=1, max_length=MAX_RECORD_ID, json_schema_extra=_NUL_FREE),
+    AfterValidator(_no_nul),
 ]
 EpochSeconds = Annotated[
     float,
     BeforeValidator(parse_epoch),
     Field(allow_inf_nan=False),
-    WithJsonSchema({
-        "anyOf": [{"type": "number"}, {"type": "string", "format": "date-time"}],
-        "description": "Epoch seconds (UTC), or an ISO-8601 date-time (naive means UTC).",
-    }),
+    WithJsonSchema(
+        {
+            "anyOf": [{"type": "number"}, {"type": "string", "format": "date-time"}],
+            "description": "Epoch seconds (UTC), or an ISO-8601 date-time (naive means UTC).",
+        }
+    ),
 ]
 
 
@@ -120,13 +127,23 @@ class PredictionRecord(BaseModel):
     seq: Annotated[int, BeforeValidator(_json_integer)] = Field(
         ge=1, le=MAX_SEQ, description="Per-device sequence number from the edge."
     )
-    image_id: Annotated[
-        str, Field(max_length=MAX_IMAGE_ID, json_schema_extra=_NUL_FREE), AfterValidator(_no_nul)
-    ] | None = None
+    image_id: (
+        Annotated[
+            str,
+            Field(max_length=MAX_IMAGE_ID, json_schema_extra=_NUL_FREE),
+            AfterValidator(_no_nul),
+        ]
+        | None
+    ) = None
     timestamp: EpochSeconds
-    model_version: Annotated[
-        str, Field(max_length=MAX_MODEL_VERSION, json_schema_extra=_NUL_FREE), AfterValidator(_no_nul)
-    ] | None = None
+    model_version: (
+        Annotated[
+            str,
+            Field(max_length=MAX_MODEL_VERSION, json_schema_extra=_NUL_FREE),
+            AfterValidator(_no_nul),
+        ]
+        | None
+    ) = None
     prediction: dict[str, Any] = Field(description="Stored verbatim as JSON text.")
 
 

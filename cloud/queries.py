@@ -40,8 +40,15 @@ from cloud.schema import (
     seq_repeats,
 )
 
-__all__ = ["CUTOFF_NAME", "Filters", "device_gaps", "predictions_page", "read_cutoff",
-           "stats", "watermark"]
+__all__ = [
+    "CUTOFF_NAME",
+    "Filters",
+    "device_gaps",
+    "predictions_page",
+    "read_cutoff",
+    "stats",
+    "watermark",
+]
 
 P = predictions.c
 D = detection_counts.c
@@ -114,14 +121,21 @@ def _range(column: Any, low: float | None, high: float | None) -> list[ColumnEle
     return where
 
 
-def _per_range(table: Any, columns: list[Any], group: list[Any], where: list[Any],
-               whole: tuple[tuple[int, float | None, float | None], ...]) -> Any:
+def _per_range(
+    table: Any,
+    columns: list[Any],
+    group: list[Any],
+    where: list[Any],
+    whole: tuple[tuple[int, float | None, float | None], ...],
+) -> Any:
     """One aggregate per whole-bucket range, as UNION ALL: each arm is a primary-key range
     scan (grain, bucket, ...), which one OR of all the ranges would not be."""
-    arms = [select(*columns)
-            .where(table.c.grain == grain, *_range(table.c.bucket, low, high), *where)
-            .group_by(*group)
-            for grain, low, high in whole]
+    arms = [
+        select(*columns)
+        .where(table.c.grain == grain, *_range(table.c.bucket, low, high), *where)
+        .group_by(*group)
+        for grain, low, high in whole
+    ]
     return arms[0] if len(arms) == 1 else union_all(*arms)
 
 
@@ -132,8 +146,7 @@ def _devices(conn: Connection, device_id: str | None) -> list[str]:
     return list(conn.execute(select(S.device_id).order_by(S.device_id)).scalars())
 
 
-def _detections_per_class(conn: Connection, filters: Filters, devices: list[str]
-                          ) -> dict[str, int]:
+def _detections_per_class(conn: Connection, filters: Filters, devices: list[str]) -> dict[str, int]:
     """Hour and minute rollups, then seconds, then the records of cut seconds.
 
     A record counts if since <= ts < until and its detections sit in the totals of
@@ -158,14 +171,21 @@ def _detections_per_class(conn: Connection, filters: Filters, devices: list[str]
         seconds = cover(low, high, DETECTION_GRAINS)
         device_where = [] if filters.device_id is None else [DR.device_id == filters.device_id]
         if seconds.whole:
-            query = _per_range(detection_rollups, [DR.class_name, func.sum(DR.n)],
-                               [DR.class_name], device_where, seconds.whole)
+            query = _per_range(
+                detection_rollups,
+                [DR.class_name, func.sum(DR.n)],
+                [DR.class_name],
+                device_where,
+                seconds.whole,
+            )
             for name, n in conn.execute(query):
                 counts[name] = counts.get(name, 0) + int(n)
         for start, end in seconds.rest:
-            query = (select(D.class_name, func.sum(D.n))
-                     .where(D.device_id.in_(devices), *_range(D.bucket, start, end))
-                     .group_by(D.class_name))
+            query = (
+                select(D.class_name, func.sum(D.n))
+                .where(D.device_id.in_(devices), *_range(D.bucket, start, end))
+                .group_by(D.class_name)
+            )
             for name, n in conn.execute(query):
                 counts[name] = counts.get(name, 0) + int(n)
     for start, end in edges:
@@ -184,15 +204,19 @@ def _merge(acc: _Acc, rows: Any) -> None:
     for device, key, n, min_seq, max_seq, min_ts, max_ts, received in rows:
         if not n:
             continue
-        values = [int(n), int(min_seq), int(max_seq), float(min_ts), float(max_ts),
-                  float(received)]
+        values = [int(n), int(min_seq), int(max_seq), float(min_ts), float(max_ts), float(received)]
         old = acc.get((device, key))
         if old is None:
             acc[(device, key)] = values
         else:
-            acc[(device, key)] = [old[0] + values[0], min(old[1], values[1]),
-                                  max(old[2], values[2]), min(old[3], values[3]),
-                                  max(old[4], values[4]), max(old[5], values[5])]
+            acc[(device, key)] = [
+                old[0] + values[0],
+                min(old[1], values[1]),
+                max(old[2], values[2]),
+                min(old[3], values[3]),
+                max(old[4], values[4]),
+                max(old[5], values[5]),
+            ]
 
 
 def _record_figures(conn: Connection, filters: Filters, devices: list[str]) -> _Acc:
@@ -200,21 +224,46 @@ def _record_figures(conn: Connection, filters: Filters, devices: list[str]) -> _
     window = cover(filters.since, filters.until, RECORD_GRAINS)
     device_where = [] if filters.device_id is None else [R.device_id == filters.device_id]
     if window.whole:
-        _merge(acc, conn.execute(_per_range(
-            prediction_rollups,
-            [R.device_id, R.version_key, func.sum(R.n), func.min(R.min_seq),
-             func.max(R.max_seq), func.min(R.min_ts), func.max(R.max_ts),
-             func.max(R.max_received_at)],
-            [R.device_id, R.version_key], device_where, window.whole,
-        )))
+        _merge(
+            acc,
+            conn.execute(
+                _per_range(
+                    prediction_rollups,
+                    [
+                        R.device_id,
+                        R.version_key,
+                        func.sum(R.n),
+                        func.min(R.min_seq),
+                        func.max(R.max_seq),
+                        func.min(R.min_ts),
+                        func.max(R.max_ts),
+                        func.max(R.max_received_at),
+                    ],
+                    [R.device_id, R.version_key],
+                    device_where,
+                    window.whole,
+                )
+            ),
+        )
     key = func.coalesce(literal("=") + P.model_version, literal(""))
     for start, end in window.rest:
-        _merge(acc, conn.execute(
-            select(P.device_id, key, func.count(), func.min(P.seq), func.max(P.seq),
-                   func.min(P.ts), func.max(P.ts), func.max(P.received_at))
-            .where(P.device_id.in_(devices), *_range(P.ts, start, end))
-            .group_by(P.device_id, key)
-        ))
+        _merge(
+            acc,
+            conn.execute(
+                select(
+                    P.device_id,
+                    key,
+                    func.count(),
+                    func.min(P.seq),
+                    func.max(P.seq),
+                    func.min(P.ts),
+                    func.max(P.ts),
+                    func.max(P.received_at),
+                )
+                .where(P.device_id.in_(devices), *_range(P.ts, start, end))
+                .group_by(P.device_id, key)
+            ),
+        )
     return acc
 
 
@@ -224,8 +273,12 @@ def _repeats(conn: Connection, filters: Filters) -> dict[str, int]:
     if filters.device_id is not None:
         where.append(X.device_id == filters.device_id)
     extra: dict[str, int] = {}
-    query = (select(X.device_id, func.count()).where(*where)
-             .group_by(X.device_id, X.seq).having(func.count() > 1))
+    query = (
+        select(X.device_id, func.count())
+        .where(*where)
+        .group_by(X.device_id, X.seq)
+        .having(func.count() > 1)
+    )
     for device, n in conn.execute(query):
         extra[device] = extra.get(device, 0) + int(n) - 1
     return extra
@@ -244,10 +297,18 @@ def stats(db: Database, filters: Filters) -> dict[str, Any]:
     for (device, key), (n, min_seq, max_seq, min_ts, max_ts, received) in acc.items():
         versions[key] = versions.get(key, 0) + n
         old = per_device.get(device)
-        per_device[device] = ([n, min_seq, max_seq, min_ts, max_ts, received] if old is None
-                              else [old[0] + n, min(old[1], min_seq), max(old[2], max_seq),
-                                    min(old[3], min_ts), max(old[4], max_ts),
-                                    max(old[5], received)])
+        per_device[device] = (
+            [n, min_seq, max_seq, min_ts, max_ts, received]
+            if old is None
+            else [
+                old[0] + n,
+                min(old[1], min_seq),
+                max(old[2], max_seq),
+                min(old[3], min_ts),
+                max(old[4], max_ts),
+                max(old[5], received),
+            ]
+        )
     rows = sorted(per_device.items())
     return {
         "total_records": sum(row[0] for _, row in rows),
@@ -289,8 +350,15 @@ def predictions_page(
         where.append(P.id > after_id)
     query = (
         select(
-            P.id, P.record_id, P.seq, P.image_id, P.device_id, P.ts, P.model_version,
-            P.prediction, P.received_at,
+            P.id,
+            P.record_id,
+            P.seq,
+            P.image_id,
+            P.device_id,
+            P.ts,
+            P.model_version,
+            P.prediction,
+            P.received_at,
         )
         .where(*where)
         .order_by(P.id)
@@ -321,16 +389,19 @@ def predictions_page(
 
 def _seq_state(conn: Connection, device_id: str) -> Any:
     return conn.execute(
-        select(S.max_seq, S.contiguous_through, S.seq_count, S.record_count)
-        .where(S.device_id == device_id)
+        select(S.max_seq, S.contiguous_through, S.seq_count, S.record_count).where(
+            S.device_id == device_id
+        )
     ).one_or_none()
 
 
 def _missing(conn: Connection, device_id: str, start: int, limit: int) -> list[list[int]]:
     """Up to `limit` missing ranges ending at or above `start`, cut to start at `start`."""
     rows = conn.execute(
-        select(M.lo, M.hi).where(M.device_id == device_id, M.hi >= start)
-        .order_by(M.hi).limit(limit)
+        select(M.lo, M.hi)
+        .where(M.device_id == device_id, M.hi >= start)
+        .order_by(M.hi)
+        .limit(limit)
     ).all()
     return [[max(int(lo), start), int(hi)] for lo, hi in rows]
 
@@ -373,8 +444,14 @@ def watermark(db: Database, device_id: str, from_seq: int, limit: int) -> dict[s
     with _snapshot(db) as conn:
         state = _seq_state(conn, device_id)
         if state is None:
-            return {"device_id": device_id, "contiguous_through": 0, "max_seq": 0,
-                    "count": 0, "missing": [], "complete": True}
+            return {
+                "device_id": device_id,
+                "contiguous_through": 0,
+                "max_seq": 0,
+                "count": 0,
+                "missing": [],
+                "complete": True,
+            }
         max_seq, contiguous, distinct, _ = (int(v) for v in state)
         start = max(from_seq, contiguous + 1)
         ranges = _missing(conn, device_id, start, limit + 1) if start <= max_seq else []

@@ -29,8 +29,13 @@ __all__ = [
 
 # (grain, bucket, version_key, n, min_seq, max_seq, min_ts, max_ts, max_received_at)
 RollupRow = tuple[int, float, str, int, int, int, float, float, float]
-DERIVED_TABLES = ("prediction_rollups", "detection_rollups", "device_seqs", "seq_missing",
-                  "seq_repeats")
+DERIVED_TABLES = (
+    "prediction_rollups",
+    "detection_rollups",
+    "device_seqs",
+    "seq_missing",
+    "seq_repeats",
+)
 
 
 def version_key(model_version: str | None) -> str:
@@ -62,8 +67,9 @@ def record_rollups(records: Iterable[Record], received_at: float) -> list[Rollup
     return [(*key, *row, received_at) for key, row in sorted(acc.items())]
 
 
-def detection_rollups(totals: Iterable[tuple[float, str, int]]
-                      ) -> list[tuple[int, float, str, int]]:
+def detection_rollups(
+    totals: Iterable[tuple[float, str, int]],
+) -> list[tuple[int, float, str, int]]:
     """(grain, bucket, class_name, n) rows from per-second totals, sorted by key."""
     acc: dict[tuple[int, float, str], int] = {}
     for second, name, n in totals:

@@ -59,25 +59,23 @@ def _validation_failure(error: ValidationError, max_records: int) -> HTTPExcepti
         if item["type"] == "json_invalid":
             return HTTPException(400, f"body is not valid JSON: {item['msg']}")
         if item["type"] == "too_long" and tuple(item["loc"]) == ("records",):
-            return HTTPException(
-                413, f"batch has more than {max_records} records; split it"
-            )
+            return HTTPException(413, f"batch has more than {max_records} records; split it")
     detail = [
         {"loc": ["body", *item["loc"]], "msg": item["msg"], "type": item["type"]}
         for item in errors[:MAX_REPORTED_ERRORS]
     ]
     if len(errors) > MAX_REPORTED_ERRORS:
-        detail.append({
-            "loc": ["body"],
-            "msg": f"{len(errors) - MAX_REPORTED_ERRORS} more errors not shown",
-            "type": "truncated",
-        })
+        detail.append(
+            {
+                "loc": ["body"],
+                "msg": f"{len(errors) - MAX_REPORTED_ERRORS} more errors not shown",
+                "type": "truncated",
+            }
+        )
     return HTTPException(422, detail)
 
 
-def _ingest(
-    state: CloudState, principal: Principal, raw: bytes, encoding: str
-) -> dict[str, Any]:
+def _ingest(state: CloudState, principal: Principal, raw: bytes, encoding: str) -> dict[str, Any]:
     """Decode, validate, authorize and store; runs in a worker thread."""
     settings = state.settings
     body = decode(raw, encoding, settings.max_body_bytes)

@@ -47,5 +47,3 @@ async def metrics(request: Request) -> Response:
     """Prometheus text exposition of this app's registry."""
     collected = get_state(request).metrics
     return Response(collected.render(), media_type=collected.content_type)
-
-

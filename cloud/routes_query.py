@@ -105,8 +105,9 @@ def get_predictions(
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
     cursor: Annotated[
         str | None,
-        Query(max_length=19, pattern=r"^[0-9]+$",
-              description="`next_cursor` of the previous page."),
+        Query(
+            max_length=19, pattern=r"^[0-9]+$", description="`next_cursor` of the previous page."
+        ),
     ] = None,
 ) -> JSONResponse:
     """Stored records in storage order, one page at a time (opaque cursor)."""
@@ -118,9 +119,7 @@ def get_predictions(
         # Every id fits a BIGINT, so a larger cursor means "after all of them" (empty page).
         after_id = min(int(cursor), MAX_SEQ)
     items, next_id = predictions_page(get_state(request).db, filters, limit, after_id)
-    return JSONResponse(
-        {"items": items, "next_cursor": None if next_id is None else str(next_id)}
-    )
+    return JSONResponse({"items": items, "next_cursor": None if next_id is None else str(next_id)})
 
 
 @router.get(

@@ -60,19 +60,29 @@ def _fast(conn: Connection, device_id: str, run: tuple[int, int]) -> bool:
 def _lock_state(conn: Connection, device_id: str) -> tuple[int, int, int]:
     execute(conn, _NEW_DEVICE, (device_id, 0, 0, 0, 0))
     lock = "" if conn.dialect.name == "sqlite" else " FOR UPDATE"
-    _, rows = execute(conn, "SELECT max_seq, seq_count, record_count FROM device_seqs"
-                      f" WHERE device_id = ?{lock}", (device_id,))
+    _, rows = execute(
+        conn,
+        f"SELECT max_seq, seq_count, record_count FROM device_seqs WHERE device_id = ?{lock}",
+        (device_id,),
+    )
     max_seq, seq_count, record_count = rows[0]
     return int(max_seq), int(seq_count), int(record_count)
 
 
-def _ranges_touching(conn: Connection, device_id: str, low: int, high: int
-                     ) -> list[tuple[int, int]]:
+def _ranges_touching(
+    conn: Connection, device_id: str, low: int, high: int
+) -> list[tuple[int, int]]:
     """Missing ranges that overlap [low, high]: those ending inside, and the next one."""
-    _, inside = execute(conn, "SELECT lo, hi FROM seq_missing WHERE device_id = ?"
-                        " AND hi >= ? AND hi <= ? ORDER BY hi", (device_id, low, high))
-    _, after = execute(conn, "SELECT lo, hi FROM seq_missing WHERE device_id = ?"
-                       " AND hi > ? ORDER BY hi LIMIT 1", (device_id, high))
+    _, inside = execute(
+        conn,
+        "SELECT lo, hi FROM seq_missing WHERE device_id = ? AND hi >= ? AND hi <= ? ORDER BY hi",
+        (device_id, low, high),
+    )
+    _, after = execute(
+        conn,
+        "SELECT lo, hi FROM seq_missing WHERE device_id = ? AND hi > ? ORDER BY hi LIMIT 1",
+        (device_id, high),
+    )
     ranges = [(int(lo), int(hi)) for lo, hi in inside]
     if after and int(after[0][0]) <= high:
         ranges.append((int(after[0][0]), int(after[0][1])))
@@ -92,8 +102,9 @@ def _pieces(lo: int, hi: int, taken: Sequence[int]) -> list[tuple[int, int]]:
     return left
 
 
-def hold(conn: Connection, device_id: str, entries: Sequence[Entry],
-         run: tuple[int, int] | None) -> set[str]:
+def hold(
+    conn: Connection, device_id: str, entries: Sequence[Entry], run: tuple[int, int] | None
+) -> set[str]:
     """Mark the seqs of `entries` held; return the record_ids whose seq was held already.
 
     `run` is (lo, hi) when the entries' seqs are exactly lo..hi, one each (then the
@@ -112,7 +123,7 @@ def hold(conn: Connection, device_id: str, entries: Sequence[Entry],
     added: list[tuple[str, int, int]] = []  # (device_id, hi, lo), as the table's columns
     if low:
         for lo, hi in _ranges_touching(conn, device_id, low[0], low[-1]):
-            taken = low[bisect.bisect_left(low, lo):bisect.bisect_right(low, hi)]
+            taken = low[bisect.bisect_left(low, lo) : bisect.bisect_right(low, hi)]
             if taken:
                 fresh.update(taken)
                 removed.append((device_id, hi))
@@ -121,11 +132,11 @@ def hold(conn: Connection, device_id: str, entries: Sequence[Entry],
         added += [(device_id, b, a) for a, b in _pieces(max_seq + 1, high[-1], high)]
         max_seq = high[-1]
     if removed:
-        execute(conn, "DELETE FROM seq_missing WHERE device_id = ? AND hi = ?", removed,
-                many=True)
+        execute(conn, "DELETE FROM seq_missing WHERE device_id = ? AND hi = ?", removed, many=True)
     if added:
-        execute(conn, "INSERT INTO seq_missing (device_id, hi, lo) VALUES (?, ?, ?)", added,
-                many=True)
+        execute(
+            conn, "INSERT INTO seq_missing (device_id, hi, lo) VALUES (?, ?, ?)", added, many=True
+        )
     # Records acknowledged now: every stored one, and the expired ones whose seq is new
     # (an expired record whose seq is held already is a re-send: not counted twice).
     acknowledged = 0
@@ -143,16 +154,22 @@ def hold(conn: Connection, device_id: str, entries: Sequence[Entry],
             repeated_stored.add(seq)
     if repeated_stored:
         marks = ", ".join("?" * len(repeated_stored))
-        execute(conn, "INSERT INTO seq_repeats (device_id, seq, record_id, ts)"
-                " SELECT device_id, seq, record_id, ts FROM predictions"
-                f" WHERE device_id = ? AND seq IN ({marks})"
-                " ON CONFLICT (device_id, seq, record_id, ts) DO NOTHING",
-                (device_id, *sorted(repeated_stored)))
-    _, first = execute(conn, "SELECT lo FROM seq_missing WHERE device_id = ?"
-                       " ORDER BY hi LIMIT 1", (device_id,))
+        execute(
+            conn,
+            "INSERT INTO seq_repeats (device_id, seq, record_id, ts)"
+            " SELECT device_id, seq, record_id, ts FROM predictions"
+            f" WHERE device_id = ? AND seq IN ({marks})"
+            " ON CONFLICT (device_id, seq, record_id, ts) DO NOTHING",
+            (device_id, *sorted(repeated_stored)),
+        )
+    _, first = execute(
+        conn, "SELECT lo FROM seq_missing WHERE device_id = ? ORDER BY hi LIMIT 1", (device_id,)
+    )
     contiguous = int(first[0][0]) - 1 if first else max_seq
-    execute(conn, "UPDATE device_seqs SET max_seq = ?, contiguous_through = ?,"
-            " seq_count = ?, record_count = ? WHERE device_id = ?",
-            (max_seq, contiguous, seq_count + len(fresh), record_count + acknowledged,
-             device_id))
+    execute(
+        conn,
+        "UPDATE device_seqs SET max_seq = ?, contiguous_through = ?,"
+        " seq_count = ?, record_count = ? WHERE device_id = ?",
+        (max_seq, contiguous, seq_count + len(fresh), record_count + acknowledged, device_id),
+    )
     return repeats

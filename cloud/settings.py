@@ -26,7 +26,7 @@ def normalize_database_url(url: str) -> str:
     """
     for prefix in ("postgres://", "postgresql://"):
         if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix):]
+            return "postgresql+psycopg://" + url[len(prefix) :]
     return url
 
 
@@ -53,11 +53,13 @@ class CloudSettings(BaseSettings):
         description="SQLAlchemy URL; sqlite:///path or postgresql+psycopg://user@host/db.",
     )
     api_keys: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, repr=False,
+        default_factory=list,
+        repr=False,
         description="Bearer tokens that may write and read for any device.",
     )
     device_keys: Annotated[dict[str, str], NoDecode] = Field(
-        default_factory=dict, repr=False,
+        default_factory=dict,
+        repr=False,
         description="device_id -> bearer token; such a token may only act as its device.",
     )
     max_batch_records: int = Field(5000, ge=1)

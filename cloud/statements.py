@@ -43,14 +43,32 @@ from typing import Any, Protocol
 from sqlalchemy import Connection
 from sqlalchemy import exc as sa_exc
 
-__all__ = ["COUNT_COLUMNS", "RECORD_COLUMNS", "Aggregates", "RecordWriter", "execute",
-           "writer_for"]
+__all__ = ["COUNT_COLUMNS", "RECORD_COLUMNS", "Aggregates", "RecordWriter", "execute", "writer_for"]
 
-RECORD_COLUMNS = ("device_id", "record_id", "seq", "image_id", "ts", "model_version",
-                  "prediction", "received_at", "batch_id")
+RECORD_COLUMNS = (
+    "device_id",
+    "record_id",
+    "seq",
+    "image_id",
+    "ts",
+    "model_version",
+    "prediction",
+    "received_at",
+    "batch_id",
+)
 COUNT_COLUMNS = ("device_id", "bucket", "class_name", "n")
-ROLLUP_COLUMNS = ("grain", "bucket", "device_id", "version_key", "n", "min_seq", "max_seq",
-                  "min_ts", "max_ts", "max_received_at")
+ROLLUP_COLUMNS = (
+    "grain",
+    "bucket",
+    "device_id",
+    "version_key",
+    "n",
+    "min_seq",
+    "max_seq",
+    "min_ts",
+    "max_ts",
+    "max_received_at",
+)
 DETECTION_ROLLUP_COLUMNS = ("grain", "bucket", "device_id", "class_name", "n")
 
 # (accepted, the new record_ids when some but not all were new, whether the seq state
@@ -68,16 +86,20 @@ class Aggregates:
     seq_run: tuple[int, int] | None = None  # the batch's seqs are exactly lo..hi, once each
 
 
-def _upsert_sql(table: str, columns: Sequence[str], key: Sequence[str],
-                updates: dict[str, str], dialect: str) -> str:
+def _upsert_sql(
+    table: str, columns: Sequence[str], key: Sequence[str], updates: dict[str, str], dialect: str
+) -> str:
     """An INSERT … ON CONFLICT DO UPDATE with '?' placeholders (SQLite's VALUES form)."""
-    sets = ", ".join(f"{column} = {expression.format(t=table + '.')}"
-                     for column, expression in updates.items())
+    sets = ", ".join(
+        f"{column} = {expression.format(t=table + '.')}" for column, expression in updates.items()
+    )
     if dialect == "sqlite":
         sets = sets.replace("GREATEST(", "max(").replace("LEAST(", "min(")
-    return (f"INSERT INTO {table} ({', '.join(columns)})"
-            f" VALUES ({', '.join('?' * len(columns))})"
-            f" ON CONFLICT ({', '.join(key)}) DO UPDATE SET {sets}")
+    return (
+        f"INSERT INTO {table} ({', '.join(columns)})"
+        f" VALUES ({', '.join('?' * len(columns))})"
+        f" ON CONFLICT ({', '.join(key)}) DO UPDATE SET {sets}"
+    )
 
 
 _ROLLUP_UPDATES = {
@@ -93,14 +115,15 @@ _SUM_N = {"n": "{t}n + excluded.n"}
 
 def _tail(statement: str) -> str:
     """The ON CONFLICT … part of an `_upsert_sql` statement."""
-    return statement[statement.index(" ON CONFLICT"):]
+    return statement[statement.index(" ON CONFLICT") :]
 
 
 class RecordWriter(Protocol):
     """Write a batch inside the caller's transaction."""
 
-    def insert_records(self, conn: Connection, rows: list[tuple[Any, ...]],
-                       aggregates: Aggregates) -> Inserted:
+    def insert_records(
+        self, conn: Connection, rows: list[tuple[Any, ...]], aggregates: Aggregates
+    ) -> Inserted:
         """Insert-or-ignore `rows` (tuples in `RECORD_COLUMNS` order, one device).
 
         If every row was new, also add `aggregates` (those of all the rows, see
@@ -124,8 +147,9 @@ def _wrap_sqlite(statement: str, error: sqlite3.Error) -> sa_exc.DBAPIError:
     return wrapped
 
 
-def _psycopg_execute(conn: Connection, statement: str, params: Sequence[Any],
-                     binary: bool = True) -> tuple[int, list[Any]]:
+def _psycopg_execute(
+    conn: Connection, statement: str, params: Sequence[Any], binary: bool = True
+) -> tuple[int, list[Any]]:
     import psycopg
 
     driver = conn.connection.driver_connection
@@ -138,19 +162,25 @@ def _psycopg_execute(conn: Connection, statement: str, params: Sequence[Any],
         # What SQLAlchemy would raise, so translate_db_errors sees what it always
         # sees; a dead connection is rolled back, found dead and discarded by it.
         raise sa_exc.DBAPIError.instance(
-            statement, None, error, psycopg.Error, dialect=conn.dialect,
+            statement,
+            None,
+            error,
+            psycopg.Error,
+            dialect=conn.dialect,
             connection_invalidated=conn.dialect.is_disconnect(error, driver, None),  # type: ignore[arg-type]  # psycopg.Error is the DBAPI Error SQLAlchemy means
         ) from error
 
 
-def execute(conn: Connection, statement: str, params: Sequence[Any] = (),
-            many: bool = False) -> tuple[int, list[Any]]:
+def execute(
+    conn: Connection, statement: str, params: Sequence[Any] = (), many: bool = False
+) -> tuple[int, list[Any]]:
     """Run `statement` ('?' placeholders) on the driver; return (rowcount, rows)."""
     if conn.dialect.name == "sqlite":
         driver: sqlite3.Connection = conn.connection.driver_connection  # type: ignore[assignment]
         try:
-            cursor = (driver.executemany(statement, params) if many
-                      else driver.execute(statement, params))
+            cursor = (
+                driver.executemany(statement, params) if many else driver.execute(statement, params)
+            )
             return cursor.rowcount, cursor.fetchall()
         except sqlite3.Error as error:
             raise _wrap_sqlite(statement, error) from error
@@ -165,7 +195,11 @@ def execute(conn: Connection, statement: str, params: Sequence[Any] = (),
                 return cursor.rowcount, []
         except psycopg.Error as error:
             raise sa_exc.DBAPIError.instance(
-                statement, None, error, psycopg.Error, dialect=conn.dialect,
+                statement,
+                None,
+                error,
+                psycopg.Error,
+                dialect=conn.dialect,
                 connection_invalidated=conn.dialect.is_disconnect(error, driver_pg, None),  # type: ignore[arg-type]  # psycopg.Error is the DBAPI Error
             ) from error
     return _psycopg_execute(conn, pg_statement, params, binary=False)
@@ -180,21 +214,31 @@ class SqliteWriter:
         " ON CONFLICT (device_id, record_id) DO NOTHING"
     )
     _NEW = "SELECT record_id FROM predictions WHERE id > ?"
-    _ADD = _upsert_sql("detection_counts", COUNT_COLUMNS, ("device_id", "bucket", "class_name"),
-                       _SUM_N, "sqlite")
-    _ADD_DETECTIONS = _upsert_sql("detection_rollups", DETECTION_ROLLUP_COLUMNS,
-                                  ("grain", "bucket", "device_id", "class_name"), _SUM_N,
-                                  "sqlite")
-    _ADD_ROLLUPS = _upsert_sql("prediction_rollups", ROLLUP_COLUMNS,
-                               ("grain", "bucket", "device_id", "version_key"),
-                               _ROLLUP_UPDATES, "sqlite")
+    _ADD = _upsert_sql(
+        "detection_counts", COUNT_COLUMNS, ("device_id", "bucket", "class_name"), _SUM_N, "sqlite"
+    )
+    _ADD_DETECTIONS = _upsert_sql(
+        "detection_rollups",
+        DETECTION_ROLLUP_COLUMNS,
+        ("grain", "bucket", "device_id", "class_name"),
+        _SUM_N,
+        "sqlite",
+    )
+    _ADD_ROLLUPS = _upsert_sql(
+        "prediction_rollups",
+        ROLLUP_COLUMNS,
+        ("grain", "bucket", "device_id", "version_key"),
+        _ROLLUP_UPDATES,
+        "sqlite",
+    )
 
     @staticmethod
     def _driver(conn: Connection) -> sqlite3.Connection:
         return conn.connection.driver_connection  # type: ignore[return-value]
 
-    def insert_records(self, conn: Connection, rows: list[tuple[Any, ...]],
-                       aggregates: Aggregates) -> Inserted:
+    def insert_records(
+        self, conn: Connection, rows: list[tuple[Any, ...]], aggregates: Aggregates
+    ) -> Inserted:
         driver = self._driver(conn)
         statement = self._INSERT
         try:
@@ -216,16 +260,18 @@ class SqliteWriter:
         statement = self._ADD
         try:
             if aggregates.totals:
-                driver.executemany(statement, [(device_id, *total)
-                                               for total in aggregates.totals])
+                driver.executemany(statement, [(device_id, *total) for total in aggregates.totals])
             statement = self._ADD_DETECTIONS
             if aggregates.detections:
-                driver.executemany(statement, [(g, b, device_id, name, n)
-                                               for g, b, name, n in aggregates.detections])
+                driver.executemany(
+                    statement,
+                    [(g, b, device_id, name, n) for g, b, name, n in aggregates.detections],
+                )
             statement = self._ADD_ROLLUPS
             if aggregates.rollups:
-                driver.executemany(statement, [(g, b, device_id, *rest)
-                                               for g, b, *rest in aggregates.rollups])
+                driver.executemany(
+                    statement, [(g, b, device_id, *rest) for g, b, *rest in aggregates.rollups]
+                )
         except sqlite3.Error as error:
             raise _wrap_sqlite(statement, error) from error
 
@@ -258,9 +304,15 @@ class PostgresWriter:
         " FROM unnest(%b::int4[], %b::float8[], %b::text[], %b::int8[])"
         " AS t(grain, bucket, class_name, n)"
         " {where} ORDER BY t.grain, t.bucket, t.class_name"
-        + _tail(_upsert_sql("detection_rollups", DETECTION_ROLLUP_COLUMNS,
-                            ("grain", "bucket", "device_id", "class_name"), _SUM_N,
-                            "postgresql"))
+        + _tail(
+            _upsert_sql(
+                "detection_rollups",
+                DETECTION_ROLLUP_COLUMNS,
+                ("grain", "bucket", "device_id", "class_name"),
+                _SUM_N,
+                "postgresql",
+            )
+        )
     )
     _ROLLUPS = (
         f"INSERT INTO prediction_rollups ({', '.join(ROLLUP_COLUMNS)})"
@@ -271,9 +323,15 @@ class PostgresWriter:
         " AS t(grain, bucket, version_key, n, min_seq, max_seq, min_ts, max_ts,"
         " max_received_at)"
         " {where} ORDER BY t.grain, t.bucket, t.version_key"
-        + _tail(_upsert_sql("prediction_rollups", ROLLUP_COLUMNS,
-                            ("grain", "bucket", "device_id", "version_key"),
-                            _ROLLUP_UPDATES, "postgresql"))
+        + _tail(
+            _upsert_sql(
+                "prediction_rollups",
+                ROLLUP_COLUMNS,
+                ("grain", "bucket", "device_id", "version_key"),
+                _ROLLUP_UPDATES,
+                "postgresql",
+            )
+        )
     )
     _ALL_NEW = " WHERE (SELECT all_new FROM ok)"
     # "after X": each data-modifying CTE waits for the previous one (reading it to the
@@ -324,25 +382,48 @@ class PostgresWriter:
     @staticmethod
     def _aggregate_params(device_id: str, aggregates: Aggregates) -> list[Any]:
         return [
-            device_id, *_columns(aggregates.totals, 3),
-            device_id, *_columns(aggregates.detections, 4),
-            device_id, *_columns(aggregates.rollups, 9),
+            device_id,
+            *_columns(aggregates.totals, 3),
+            device_id,
+            *_columns(aggregates.detections, 4),
+            device_id,
+            *_columns(aggregates.rollups, 9),
         ]
 
-    def insert_records(self, conn: Connection, rows: list[tuple[Any, ...]],
-                       aggregates: Aggregates) -> Inserted:
+    def insert_records(
+        self, conn: Connection, rows: list[tuple[Any, ...]], aggregates: Aggregates
+    ) -> Inserted:
         first, n = rows[0], len(rows)
         device_id = first[0]
         _, record_ids, seqs, image_ids, stamps, versions, texts, _, _ = zip(*rows)
         run = aggregates.seq_run
         lo, hi = run if run is not None else (None, None)
-        _, [(accepted, new_ids, advanced)] = _psycopg_execute(conn, self._INSERT, (
-            device_id, first[7], first[8], list(record_ids), list(seqs), list(image_ids),
-            list(stamps), list(versions), list(texts), n,
-            *self._aggregate_params(device_id, aggregates),
-            device_id, hi, hi, n, n, lo, lo, device_id,
-            n,
-        ))
+        _, [(accepted, new_ids, advanced)] = _psycopg_execute(
+            conn,
+            self._INSERT,
+            (
+                device_id,
+                first[7],
+                first[8],
+                list(record_ids),
+                list(seqs),
+                list(image_ids),
+                list(stamps),
+                list(versions),
+                list(texts),
+                n,
+                *self._aggregate_params(device_id, aggregates),
+                device_id,
+                hi,
+                hi,
+                n,
+                n,
+                lo,
+                lo,
+                device_id,
+                n,
+            ),
+        )
         return accepted, (set(new_ids) if new_ids is not None else None), bool(advanced)
 
     def add_aggregates(self, conn: Connection, device_id: str, aggregates: Aggregates) -> None:

@@ -41,8 +41,9 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_ready(base_url: str, timeout: float = 30.0, process: subprocess.Popen[Any] | None = None
-               ) -> None:
+def wait_ready(
+    base_url: str, timeout: float = 30.0, process: subprocess.Popen[Any] | None = None
+) -> None:
     """Poll `GET {base_url}/ready` until it answers 200; raise TimeoutError past `timeout`.
 
     If `process` exits meanwhile, raise RuntimeError at once instead of waiting it out.
@@ -99,8 +100,18 @@ class CloudServer:
     def command(self) -> list[str]:
         """The argv used to start the server."""
         return [
-            sys.executable, "-m", "cloud", "--host", self.host, "--port", str(self.port),
-            "--database-url", self.database_url, "--log-level", "warning", "--no-access-log",
+            sys.executable,
+            "-m",
+            "cloud",
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            "--database-url",
+            self.database_url,
+            "--log-level",
+            "warning",
+            "--no-access-log",
             *self.extra_args,
         ]
 

@@ -62,13 +62,13 @@ class Batch:
 
 
 def _text(value: object, max_length: int) -> bool:
-    return (type(value) is str and 0 < len(value) <= max_length
-            and "\x00" not in value)
+    return type(value) is str and 0 < len(value) <= max_length and "\x00" not in value
 
 
 def _optional_text(value: object, max_length: int) -> bool:
-    return value is None or (type(value) is str and len(value) <= max_length
-                             and "\x00" not in value)
+    return value is None or (
+        type(value) is str and len(value) <= max_length and "\x00" not in value
+    )
 
 
 def _fast(data: object, max_records: int) -> Batch | None:
@@ -79,10 +79,12 @@ def _fast(data: object, max_records: int) -> Batch | None:
     batch_id = data.get("batch_id")
     items = data.get("records")
     if (
-        type(device_id) is not str or len(device_id) > 128
+        type(device_id) is not str
+        or len(device_id) > 128
         or _DEVICE_ID.fullmatch(device_id) is None
         or not _text(batch_id, 64)
-        or type(items) is not list or not 0 < len(items) <= max_records
+        or type(items) is not list
+        or not 0 < len(items) <= max_records
     ):
         return None
     records: list[Record] = []
@@ -98,8 +100,11 @@ def _fast(data: object, max_records: int) -> Batch | None:
         image_id = item.get("image_id")
         model_version = item.get("model_version")
         if (
-            type(record_id) is not str or not 0 < len(record_id) <= MAX_RECORD_ID or "\x00" in record_id
-            or type(seq) is not int or not 1 <= seq <= MAX_SEQ
+            type(record_id) is not str
+            or not 0 < len(record_id) <= MAX_RECORD_ID
+            or "\x00" in record_id
+            or type(seq) is not int
+            or not 1 <= seq <= MAX_SEQ
             or type(prediction) is not dict
             or not _optional_text(image_id, MAX_IMAGE_ID)
             or not _optional_text(model_version, MAX_MODEL_VERSION)
@@ -154,7 +159,11 @@ def parse_batch(body: bytes, model: type[LogBatch], max_records: int) -> Batch:
             return batch
     check_no_nan(body)
     parsed = model.model_validate_json(body)
-    return Batch(parsed.device_id, parsed.batch_id, [
-        (r.record_id, r.seq, r.image_id, r.timestamp, r.model_version, r.prediction)
-        for r in parsed.records
-    ])
+    return Batch(
+        parsed.device_id,
+        parsed.batch_id,
+        [
+            (r.record_id, r.seq, r.image_id, r.timestamp, r.model_version, r.prediction)
+            for r in parsed.records
+        ],
+    )

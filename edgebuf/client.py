@@ -234,9 +234,7 @@ class EnhancedAsyncLoggingClient(AsyncSurface):
             )
             if started:
                 steps.callback(
-                    lambda: self.shipper.stop(
-                        timeout=max(0.1, deadline - self.clock.monotonic())
-                    )
+                    lambda: self.shipper.stop(timeout=max(0.1, deadline - self.clock.monotonic()))
                 )
                 steps.callback(self.connectivity.stop, timeout=1.0)
                 if not self.connectivity.is_down:

@@ -195,9 +195,7 @@ def load_settings(**overrides: Any) -> EdgeSettings:
     try:
         return EdgeSettings(**given)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{_name_and_env(err['loc'])}: {err['msg']}" for err in exc.errors()
-        )
+        problems = "; ".join(f"{_name_and_env(err['loc'])}: {err['msg']}" for err in exc.errors())
         raise ConfigError(f"invalid edgebuf settings: {problems}") from None
 
 

@@ -44,9 +44,15 @@ class CA:
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
             .add_extension(
                 x509.KeyUsage(
-                    digital_signature=True, key_cert_sign=True, crl_sign=True,
-                    content_commitment=False, key_encipherment=False, data_encipherment=False,
-                    key_agreement=False, encipher_only=False, decipher_only=False,
+                    digital_signature=True,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    encipher_only=False,
+                    decipher_only=False,
                 ),
                 critical=True,
             )
@@ -55,9 +61,7 @@ class CA:
         self.pem = self.dir / f"{name}.pem"
         self.pem.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
 
-    def issue(
-        self, cn: str, out: Path, *, server: bool = False, expired: bool = False
-    ) -> Issued:
+    def issue(self, cn: str, out: Path, *, server: bool = False, expired: bool = False) -> Issued:
         key = ec.generate_private_key(ec.SECP256R1())
         start, end = (
             (NOW - dt.timedelta(days=10), NOW - dt.timedelta(days=1))
@@ -66,10 +70,14 @@ class CA:
         )
         builder = (
             x509.CertificateBuilder()
-            .subject_name(x509.Name([
-                x509.NameAttribute(NameOID.COMMON_NAME, cn),
-                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "edgebuf test fleet"),
-            ]))
+            .subject_name(
+                x509.Name(
+                    [
+                        x509.NameAttribute(NameOID.COMMON_NAME, cn),
+                        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "edgebuf test fleet"),
+                    ]
+                )
+            )
             .issuer_name(self.name)
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
@@ -85,9 +93,9 @@ class CA:
         )
         if server:
             builder = builder.add_extension(
-                x509.SubjectAlternativeName([
-                    x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))
-                ]),
+                x509.SubjectAlternativeName(
+                    [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+                ),
                 critical=False,
             )
         cert = builder.sign(self.key, hashes.SHA256())

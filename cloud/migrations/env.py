@@ -34,9 +34,7 @@ def run_online() -> None:
     if connection is not None:
         # cloud.migrate wraps the run in one transaction on both backends (it emits BEGIN
         # itself on SQLite), so DDL is transactional even where Alembic assumes it is not.
-        context.configure(
-            connection=connection, target_metadata=metadata, transactional_ddl=True
-        )
+        context.configure(connection=connection, target_metadata=metadata, transactional_ddl=True)
         with context.begin_transaction():
             context.run_migrations()
         return

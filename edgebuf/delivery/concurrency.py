@@ -125,8 +125,9 @@ class AdaptiveConcurrency:
             gradient = floor * self.max_bloat / current
             self._decrease(max(self.backoff_ratio, min(self.decrease_ratio, gradient)), now)
         elif current is not None and self._reached:
-            self._limit = min(float(self.max_limit),
-                              self._limit * 2 if self.slow_start else self._limit + 1)
+            self._limit = min(
+                float(self.max_limit), self._limit * 2 if self.slow_start else self._limit + 1
+            )
             self.increases += 1
         if current is not None:
             if self.past_rtt is None:

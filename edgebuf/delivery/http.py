@@ -161,8 +161,10 @@ class HttpTransport:
             headers=headers,
             timeout=httpx.Timeout(request_timeout, connect=min(request_timeout, 10.0)),
             # the backlog lane's requests in flight, the live lane's and the health probe's
-            limits=httpx.Limits(max_connections=max(4, max_connections),
-                                max_keepalive_connections=max(2, max_connections)),
+            limits=httpx.Limits(
+                max_connections=max(4, max_connections),
+                max_keepalive_connections=max(2, max_connections),
+            ),
             verify=tls if tls is not None else True,
         )
         self._health_timeout = health_timeout
@@ -174,12 +176,14 @@ class HttpTransport:
         encoding = self.compression
         if self._compress is None or len(body) < self.GZIP_MIN_BYTES:
             return self._client.post("/log", content=body)
-        resp = self._client.post("/log", content=self._compress(body),
-                                 headers={"Content-Encoding": encoding})
+        resp = self._client.post(
+            "/log", content=self._compress(body), headers={"Content-Encoding": encoding}
+        )
         if resp.status_code == 415 and encoding != "gzip":
             # A cloud older than this edge: it takes gzip. Switch for good, send again.
-            log.warning("cloud refused Content-Encoding %s (HTTP 415); using gzip from now on",
-                        encoding)
+            log.warning(
+                "cloud refused Content-Encoding %s (HTTP 415); using gzip from now on", encoding
+            )
             self.compression, self._compress = "gzip", compressor("gzip")
             return self._post(body)
         return resp

@@ -155,7 +155,10 @@ class Reconciler:
                 log.warning(
                     "the cloud holds %s's sequence numbers up to %d, this buffer only up to %d"
                     " (records lost to a power cut?): continuing from %d",
-                    device, theirs, mine, theirs + 1,
+                    device,
+                    theirs,
+                    mine,
+                    theirs + 1,
                 )
         return done
 

@@ -186,6 +186,7 @@ def _check_ack(result: SendResult, batch_id: str, n: int) -> SendResult:
     if problem is None:
         return result
     return SendResult(
-        result.status, error=f"HTTP {result.status} not a valid acknowledgement: {problem}",
+        result.status,
+        error=f"HTTP {result.status} not a valid acknowledgement: {problem}",
         fault=NOT_ACK,
     )

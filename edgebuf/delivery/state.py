@@ -64,7 +64,9 @@ class FaultLog:
         if old is not None:
             log.warning(
                 "delivery works again after %d failed attempts (%s: %s)",
-                old.attempts, old.kind, old.reason,
+                old.attempts,
+                old.kind,
+                old.reason,
             )
 
 

@@ -87,9 +87,16 @@ class _Camera:
         done = len(self.ids)
         self.proc = subprocess.Popen(
             producer_command(
-                self.db, self.endpoint, self.device, count=self.total - done, start_frame=done,
-                fps=self.cfg.fps, seed=self.seed + done, flush=self.cfg.drain_timeout,
-                batch_timeout=self.cfg.batch_timeout, monitor_interval=self.cfg.monitor_interval,
+                self.db,
+                self.endpoint,
+                self.device,
+                count=self.total - done,
+                start_frame=done,
+                fps=self.cfg.fps,
+                seed=self.seed + done,
+                flush=self.cfg.drain_timeout,
+                batch_timeout=self.cfg.batch_timeout,
+                monitor_interval=self.cfg.monitor_interval,
             ),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -359,9 +366,13 @@ def drill_command(quiet: bool, restore_cloud_backup: bool, **options) -> None:
         from edgebuf.lab.restore import RestoreConfig, format_restore, run_restore_drill
 
         restore = run_restore_drill(
-            RestoreConfig(duration=options["duration"], fps=options["fps"],
-                          devices=options["devices"], out_dir=options["out_dir"],
-                          seed=options["seed"])  # fmt: skip
+            RestoreConfig(
+                duration=options["duration"],
+                fps=options["fps"],
+                devices=options["devices"],
+                out_dir=options["out_dir"],
+                seed=options["seed"],
+            )  # fmt: skip
         )
         click.echo(format_restore(restore))
         sys.exit(0 if restore.ok else 1)

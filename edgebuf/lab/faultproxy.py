@@ -266,8 +266,9 @@ class ProxyServer:
         except (asyncio.TimeoutError, OSError) as exc:
             code = 504 if isinstance(exc, asyncio.TimeoutError) else 502
             self._done(entry, "upstream_error", status=code)
-            await self._answer(writer, response(code, f"upstream unreachable or silent: {exc!r}"),
-                               entry)
+            await self._answer(
+                writer, response(code, f"upstream unreachable or silent: {exc!r}"), entry
+            )
             return
         status, data = parse_answer(raw)
         info = {k: data[k] for k in ("accepted", "duplicates") if isinstance(data.get(k), int)}

@@ -144,10 +144,16 @@ class FaultProxy:
         shaping. Requests already on the link finish under the old shape. A link is not an
         outage: no ``outage_start`` is logged for it.
         """
-        shape = None if bandwidth_bps is None else Link(
-            bandwidth=bandwidth_bps, rtt=rtt, seed=seed,
-            stall_every=stalls[0] if stalls else 0.0,
-            stall_seconds=stalls[1] if stalls else 0.0,
+        shape = (
+            None
+            if bandwidth_bps is None
+            else Link(
+                bandwidth=bandwidth_bps,
+                rtt=rtt,
+                seed=seed,
+                stall_every=stalls[0] if stalls else 0.0,
+                stall_seconds=stalls[1] if stalls else 0.0,
+            )
         )
         return self.set_link(shape)
 

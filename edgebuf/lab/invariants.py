@@ -118,11 +118,15 @@ class Invariants:
             "SELECT record_id FROM dropped_records WHERE id > ?", (self.dropped_cursor,)
         ):
             self.dropped.add(rid)
-        self.dropped_cursor = c.execute("SELECT coalesce(max(id), 0) FROM dropped_records").fetchone()[0]
+        self.dropped_cursor = c.execute(
+            "SELECT coalesce(max(id), 0) FROM dropped_records"
+        ).fetchone()[0]
         reasons = dict(c.execute("SELECT reason, count(*) FROM dropped_records GROUP BY reason"))
         n_dropped = reasons.pop("capacity", 0)
         if reasons:
-            self.violate("counters", f"dropped_records with reasons no counter accounts for: {reasons}")
+            self.violate(
+                "counters", f"dropped_records with reasons no counter accounts for: {reasons}"
+            )
         g = lambda key: int(meta.get(key, 0))  # noqa: E731
         if n and self.overhead is None:
             self.overhead = (g("live_bytes") - chars) // n
@@ -149,7 +153,9 @@ class Invariants:
         cap = self.settings["capacity_bytes"]
         size = store.size_info()["file_bytes"]
         if g("live_bytes") > cap or size > 2 * cap + 256 * 1024:
-            self.violate("capacity", f"live bytes {g('live_bytes')}, file {size} bytes, capacity {cap}")
+            self.violate(
+                "capacity", f"live bytes {g('live_bytes')}, file {size} bytes, capacity {cap}"
+            )
 
     def check_liveness(self) -> None:
         now = self.now()
@@ -161,10 +167,13 @@ class Invariants:
             return  # read at most 8 times per bound: a stall is seen at most B/8 late
         if self.oldest is None:
             self.next_liveness_read = now + self.bound / 8
-            self.oldest = self.checker.execute(
-                "SELECT record_id, status FROM prediction_buffer"
-                " WHERE status IN ('pending', 'sending') ORDER BY id LIMIT 1"
-            ).fetchone() or ()
+            self.oldest = (
+                self.checker.execute(
+                    "SELECT record_id, status FROM prediction_buffer"
+                    " WHERE status IN ('pending', 'sending') ORDER BY id LIMIT 1"
+                ).fetchone()
+                or ()
+            )
         row = self.oldest
         if not row:
             return

@@ -250,8 +250,9 @@ def _seed_buffer(db: Path, rows: int, seed: int) -> set[str]:
 
     month_ago = FakeClock(start_wall=now - 30 * 86_400)  # the older half was sent a month ago
     with LocalBufferManager(db, durability="full", clock=month_ago) as store:
-        recs = [prepare_record(fake_prediction(rng, i), now=now, max_bytes=1 << 20)
-                for i in range(rows)]
+        recs = [
+            prepare_record(fake_prediction(rng, i), now=now, max_bytes=1 << 20) for i in range(rows)
+        ]
         store.add_predictions("cam-cleanup", recs)
         old = store.claim(rows // 2)
         assert old is not None

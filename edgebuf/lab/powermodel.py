@@ -17,6 +17,7 @@ def fusermount() -> str | None:
     """The ``fusermount3`` (or ``fusermount``) binary, or None."""
     return shutil.which("fusermount3") or shutil.which("fusermount")
 
+
 Metadata = Literal["inode", "dir"]
 
 

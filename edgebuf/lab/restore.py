@@ -147,8 +147,9 @@ def run_restore_drill(cfg: RestoreConfig) -> RestoreResult:
             lost=sum(len(a.lost) for a in audits.values()),
             duplicated=sum(n - 1 for a in audits.values() for n in a.duplicated.values()),
             lost_by_restore=sum(before[d] - after[d] for d in devices),
-            max_missing=max((s["missing"] for s in samples if s["t"] >= events[-1]["t"]),
-                            default=0),  # fmt: skip
+            max_missing=max(
+                (s["missing"] for s in samples if s["t"] >= events[-1]["t"]), default=0
+            ),  # fmt: skip
             final_missing=final_missing,
             gap_samples=[{**s, "t": round(s["t"] - t0, 3)} for s in samples],
             events=[{**e, "t": round(e["t"] - t0, 3)} for e in events],

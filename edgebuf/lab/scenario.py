@@ -65,8 +65,16 @@ class _Producer:
     ) -> None:
         self.ids: list[str] = []
         self.proc = subprocess.Popen(
-            producer_command(db, endpoint, device, count=count, start_frame=start, fps=fps,
-                             seed=seed, flush=flush),
+            producer_command(
+                db,
+                endpoint,
+                device,
+                count=count,
+                start_frame=start,
+                fps=fps,
+                seed=seed,
+                flush=flush,
+            ),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

@@ -332,6 +332,7 @@ def scratch_dir() -> str | None:
 
 def quiet_logs() -> contextlib.AbstractContextManager[None]:
     """edgebuf logs every fault as it should; a simulation of thousands is silent."""
+
     @contextlib.contextmanager
     def quiet() -> Iterator[None]:
         logger = logging.getLogger("edgebuf")

@@ -73,7 +73,9 @@ class Faults:
             damage(self.path)
             self.repair_crash_k = r.randint(1, 8)
             self.restart_at = now + log_uniform(r, 1.0, 600.0)
-            self.note(f"file damaged (index page); start-up repair killed at file op {self.repair_crash_k}")
+            self.note(
+                f"file damaged (index page); start-up repair killed at file op {self.repair_crash_k}"
+            )
         elif kind == "restart" and self.client is not None:
             client = self.client
             self._bounded("close-returns", lambda: client.close(timeout=10.0), 10.0)
@@ -97,7 +99,9 @@ class Faults:
         elif kind == "requeue":
             self.second_process_requeue()
         elif kind == "cleanup2":
-            self.second_process_cleanup(r.uniform(0.0, 3.0), r.randint(1, 8) if r.random() < 0.3 else None)
+            self.second_process_cleanup(
+                r.uniform(0.0, 3.0), r.randint(1, 8) if r.random() < 0.3 else None
+            )
         elif kind == "flush" and self.client is not None:
             client, timeout = self.client, r.choice((1.0, 5.0, 30.0))
             done = self._bounded("flush-returns", lambda: client.flush(timeout=timeout), timeout)
@@ -111,7 +115,9 @@ class Faults:
                 self.kill("planted", 1.0)
         with LocalBufferManager(self.path, exclusive=False, clock=self.clock) as other:
             if self.planted == "counter":
-                _execute(other, "UPDATE buffer_metadata SET value = value + 1 WHERE key = 'total_sent'")
+                _execute(
+                    other, "UPDATE buffer_metadata SET value = value + 1 WHERE key = 'total_sent'"
+                )
             elif self.planted == "seq":
                 _execute(other, "UPDATE buffer_metadata SET value = 0 WHERE key LIKE 'seq:%'")
             elif self.planted == "capacity":

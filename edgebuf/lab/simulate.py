@@ -114,7 +114,6 @@ def run_seed(
     )  # fmt: skip
 
 
-
 def run_seeds(
     seeds: Iterable[int],
     days: float = 1.0,
@@ -195,10 +194,11 @@ def cli_main(
         summary["results"] = [r.as_dict() for r in results]
         echo(json.dumps(summary, indent=2))
     else:
-        echo(f"{summary['seeds']} seeds x {days:g} days, {summary['steps']} steps, "
-             f"{summary['records_logged']} records, {summary['wall_s']} s: "
-             f"{'ok' if summary['ok'] else str(len(summary['failed_seeds'])) + ' seeds FAILED'}")
+        echo(
+            f"{summary['seeds']} seeds x {days:g} days, {summary['steps']} steps, "
+            f"{summary['records_logged']} records, {summary['wall_s']} s: "
+            f"{'ok' if summary['ok'] else str(len(summary['failed_seeds'])) + ' seeds FAILED'}"
+        )
         for name, where in summary["first_violation_by_invariant"].items():
             echo(f"  {name}: first at seed {where['seed']} step {where['step']}: {where['detail']}")
     return 0 if summary["ok"] else 1
-

@@ -159,7 +159,9 @@ class World(Invariants, Faults):
             self.restart_at = self.now() + 60.0
             return
         if client.repair_report:
-            self.note(f"start-up repaired the buffer: salvaged {client.repair_report.get('salvaged')}")
+            self.note(
+                f"start-up repaired the buffer: salvaged {client.repair_report.get('salvaged')}"
+            )
         client.shipper.start = lambda: None  # type: ignore[method-assign]  # the sim is the thread
         client.connectivity.start = lambda: None  # type: ignore[method-assign]
         try:
@@ -247,7 +249,10 @@ class World(Invariants, Faults):
         """Wake the loops whose Events the step set (as their threads would wake)."""
         if self.client is None:
             return
-        for loop, attr in ((self.client.shipper, "next_ship"), (self.client.connectivity, "next_probe")):
+        for loop, attr in (
+            (self.client.shipper, "next_ship"),
+            (self.client.connectivity, "next_probe"),
+        ):
             wake = getattr(loop, "_wake", None)
             if wake is None or wake.is_set():
                 if loop is self.client.connectivity and wake is not None:

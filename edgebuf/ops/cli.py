@@ -216,19 +216,30 @@ class _guard:
 
 
 @main.command("export-onnx")
-@click.option("--model", "weights", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              default=Path("data/conveyor_yolov8n.pt"), show_default=True)
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Where to write it [default: next to the weights, .onnx].")
+@click.option(
+    "--model",
+    "weights",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=Path("data/conveyor_yolov8n.pt"),
+    show_default=True,
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Where to write it [default: next to the weights, .onnx].",
+)
 @click.option("--imgsz", default=320, show_default=True)
 def export_onnx_command(weights: Path, out: Path | None, imgsz: int) -> None:
     """Export a YOLO .pt to ONNX for `edgebuf edge --model X.onnx` (needs the onnx extra)."""
     try:
         from edgebuf.vision.model import export_onnx
+
         written = export_onnx(weights, out, imgsz=imgsz)
     except ImportError as exc:
         raise click.ClickException(
-            f"{exc}; install the onnx extra: pip install 'edgebuf[onnx]'") from None
+            f"{exc}; install the onnx extra: pip install 'edgebuf[onnx]'"
+        ) from None
     click.echo(written)
 
 
@@ -245,7 +256,7 @@ except ImportError:  # pragma: no cover - drill module missing in a stripped ins
 
 
 def _register_edge() -> None:
-    from edgebuf.service.edge import edge_command
+    from edgebuf.service.command import edge_command
 
     main.add_command(edge_command)
 

@@ -27,10 +27,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
-
-import click
 
 from edgebuf.vision.detector import Detector
 from edgebuf.vision.sources import SourceError, open_source
@@ -73,9 +70,18 @@ class EdgeService:
     while a large model loads). ``run_once`` handles one frame and is what tests drive.
     """
 
-    def __init__(self, client: Any, detector_factory: Callable[[], Detector], source: str,
-                 *, loop: bool = False, fps: float | None = None, max_frames: int | None = None,
-                 flush_timeout: float = 15.0, source_retry_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        client: Any,
+        detector_factory: Callable[[], Detector],
+        source: str,
+        *,
+        loop: bool = False,
+        fps: float | None = None,
+        max_frames: int | None = None,
+        flush_timeout: float = 15.0,
+        source_retry_s: float = 5.0,
+    ) -> None:
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
         self.client = client
@@ -92,17 +98,27 @@ class EdgeService:
         self.inference = _Timings()
         self.logging = _Timings()
         self.registry = r = CollectorRegistry()
-        self.m_frames = Counter("edge_frames", "Frames run through the detector and logged.", registry=r)
-        self.m_errors = Counter("edge_frame_errors", "Frames lost to an error, by stage.",
-                                ["stage"], registry=r)
-        self.m_infer = Histogram("edge_inference_seconds", "Detector time per frame.",
-                                 buckets=_INFER_BUCKETS, registry=r)
-        self.m_log = Histogram("edge_logging_seconds", "log_prediction time per frame (the "
-                               "local SQLite commit).", buckets=_LOG_BUCKETS, registry=r)
-        self.m_dets = Counter("edge_detections", "Detections logged, by class.", ["class_name"],
-                              registry=r)
-        self.m_model = Gauge("edge_model_info", "The loaded model.", ["model", "version"],
-                             registry=r)
+        self.m_frames = Counter(
+            "edge_frames", "Frames run through the detector and logged.", registry=r
+        )
+        self.m_errors = Counter(
+            "edge_frame_errors", "Frames lost to an error, by stage.", ["stage"], registry=r
+        )
+        self.m_infer = Histogram(
+            "edge_inference_seconds", "Detector time per frame.", buckets=_INFER_BUCKETS, registry=r
+        )
+        self.m_log = Histogram(
+            "edge_logging_seconds",
+            "log_prediction time per frame (the local SQLite commit).",
+            buckets=_LOG_BUCKETS,
+            registry=r,
+        )
+        self.m_dets = Counter(
+            "edge_detections", "Detections logged, by class.", ["class_name"], registry=r
+        )
+        self.m_model = Gauge(
+            "edge_model_info", "The loaded model.", ["model", "version"], registry=r
+        )
         from edgebuf.service.metrics import BufferCollector
 
         r.register(BufferCollector(self))
@@ -135,8 +151,9 @@ class EdgeService:
             "frames": self.frames,
             "uptime_s": round(time.time() - self.started_at, 1),
             "source": {"spec": self.source_spec, "state": self.source_state},
-            "model": None if self.detector is None else {
-                "name": self.detector.model_name, "version": self.detector.model_version},
+            "model": None
+            if self.detector is None
+            else {"name": self.detector.model_name, "version": self.detector.model_version},
             "inference_ms": infer,
             "logging_ms": logged,
             "logging_vs_inference_pct": share,
@@ -153,8 +170,9 @@ class EdgeService:
         started = time.perf_counter()
         self.detector = self.detector_factory()
         self.m_model.labels(self.detector.model_name, self.detector.model_version).set(1)
-        log.info("model %s loaded in %.1f s", self.detector.model_version,
-                 time.perf_counter() - started)
+        log.info(
+            "model %s loaded in %.1f s", self.detector.model_version, time.perf_counter() - started
+        )
 
     def run_once(self, image_id: str, frame: Any) -> str | None:
         """Detect on one frame and commit the record; return its record id (None on error)."""
@@ -198,8 +216,9 @@ class EdgeService:
             except SourceError as exc:
                 self.source_state = f"error: {exc}"
                 self.m_errors.labels("source").inc()
-                log.error("source %s: %s; retrying in %.0f s", self.source_spec, exc,
-                          self.source_retry_s)
+                log.error(
+                    "source %s: %s; retrying in %.0f s", self.source_spec, exc, self.source_retry_s
+                )
                 self.stop_event.wait(self.source_retry_s)
 
     def run_detector(self) -> None:
@@ -222,10 +241,16 @@ class EdgeService:
 
     def report(self) -> None:
         e = self.edge_status()
-        log.info("frames=%d inference mean %s ms p95 %s ms; logging mean %s ms p95 %s ms "
-                 "(%s%% of inference)", e["frames"], e["inference_ms"]["mean"],
-                 e["inference_ms"]["p95"], e["logging_ms"]["mean"], e["logging_ms"]["p95"],
-                 e["logging_vs_inference_pct"])
+        log.info(
+            "frames=%d inference mean %s ms p95 %s ms; logging mean %s ms p95 %s ms "
+            "(%s%% of inference)",
+            e["frames"],
+            e["inference_ms"]["mean"],
+            e["inference_ms"]["p95"],
+            e["logging_ms"]["mean"],
+            e["logging_ms"]["p95"],
+            e["logging_vs_inference_pct"],
+        )
 
     def stop(self) -> None:
         """Ask the loop to stop after the current frame (signal-handler safe)."""
@@ -241,8 +266,11 @@ class EdgeService:
             log.exception("final flush failed")
         counts = self.client.store.counts()
         self.client.close(timeout=5.0)
-        log.info("closed: delivered=%s, %d pending stay on disk for the next start",
-                 delivered, counts["pending"] + counts["sending"])
+        log.info(
+            "closed: delivered=%s, %d pending stay on disk for the next start",
+            delivered,
+            counts["pending"] + counts["sending"],
+        )
         return delivered
 
 
@@ -284,8 +312,14 @@ def serve(service: EdgeService, host: str, port: int, *, exit_when_done: bool = 
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, frame: service.stop())
-    config = uvicorn.Config(create_edge_app(service), host=host, port=port, log_level="warning",
-                            access_log=False, lifespan="off")
+    config = uvicorn.Config(
+        create_edge_app(service),
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+    )
     server = uvicorn.Server(config)
     http = threading.Thread(target=server.run, name="edge-http", daemon=True)
     http.start()
@@ -302,50 +336,3 @@ def serve(service: EdgeService, host: str, port: int, *, exit_when_done: bool = 
         server.should_exit = True
         http.join(timeout=10)
     return delivered
-
-
-@click.command("edge")
-@click.option("--source", required=True, help="Image folder, image, video file, stream URL, "
-              "camera index (0) or 'synthetic[:SEED]'.")
-@click.option("--model", "model", type=click.Path(dir_okay=False, path_type=Path),
-              default=Path("data/conveyor_yolov8n.pt"), show_default=True,
-              help="Weights (.pt, or an .onnx export).")
-@click.option("--detector", default="ultralytics", show_default=True,
-              help="'ultralytics', 'fake', or module:callable(weights, **options).")
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
-@click.option("--imgsz", default=320, show_default=True, type=int)
-@click.option("--conf", default=0.25, show_default=True, type=float)
-@click.option("--fps", type=float, default=None, help="Cap the frame rate [default: as fast as frames come].")
-@click.option("--loop/--no-loop", default=False, show_default=True,
-              help="Restart a folder or video at its end.")
-@click.option("--max-frames", type=int, default=None)
-@click.option("--flush-timeout", type=float, default=15.0, show_default=True,
-              help="Seconds to keep sending on shutdown.")
-@click.option("--exit-when-done", is_flag=True, help="Exit once the source is exhausted.")
-@click.option("--log-level", default="info", show_default=True,
-              type=click.Choice(["debug", "info", "warning", "error"]))
-def edge_command(source: str, model: Path, detector: str, host: str, port: int, imgsz: int,
-                 conf: float, fps: float | None, loop: bool, max_frames: int | None,
-                 flush_timeout: float, exit_when_done: bool, log_level: str) -> None:
-    """Run the detector over a source, log every prediction, serve health and metrics.
-
-    The buffer and cloud come from the client's settings (BUFFER_DB_PATH,
-    CLOUD_LOGGING_ENDPOINT, DEVICE_ID, EDGEBUF_*).
-    """
-    from edgebuf.client import EnhancedAsyncLoggingClient
-    from edgebuf.errors import EdgebufError
-    from edgebuf.vision.detector import load_detector
-
-    logging.basicConfig(level=log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        client = EnhancedAsyncLoggingClient()
-    except EdgebufError as exc:
-        raise click.ClickException(str(exc)) from None
-    options = {"imgsz": imgsz, "conf": conf} if detector == "ultralytics" else {}
-    service = EdgeService(
-        client, lambda: load_detector(detector, model, **options), source,
-        loop=loop, fps=fps, max_frames=max_frames, flush_timeout=flush_timeout,
-    )
-    serve(service, host, port, exit_when_done=exit_when_done)

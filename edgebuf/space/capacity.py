@@ -157,7 +157,9 @@ class CapacityManager:
             )
         freed = room.evict("pending", over + slack, reason="capacity")
         if freed:
-            log.warning("buffer full: evicted %d bytes of pending records (reason: capacity)", freed)
+            log.warning(
+                "buffer full: evicted %d bytes of pending records (reason: capacity)", freed
+            )
         over -= freed
         if over > 0:
             raise BufferFullError(

@@ -159,7 +159,9 @@ class Queue(Counters):
                     if before_commit is not None and not fits:  # (no hook: it always fits)
                         self._live_upper = None  # unknown until this commit lands
                         self.fold(conn)
-                        before_commit(Room(self, conn), records, self._folded(conn, "live_bytes") + added)
+                        before_commit(
+                            Room(self, conn), records, self._folded(conn, "live_bytes") + added
+                        )
                         live_after = self._folded(conn, "live_bytes") + added
                     first = last_seq + 1
                     rows = [
@@ -223,7 +225,9 @@ class Queue(Counters):
             where += " AND claim_id = ?"
             args = (*args, claim_id)
         with self._storage_errors("update the batch"), self._tx() as conn:
-            changed = conn.execute(f"UPDATE prediction_buffer SET {set_sql} WHERE {where}", args).rowcount
+            changed = conn.execute(
+                f"UPDATE prediction_buffer SET {set_sql} WHERE {where}", args
+            ).rowcount
             if counter and changed:
                 conn.execute(
                     "UPDATE buffer_metadata SET value = value + ? WHERE key = ?", (changed, counter)

@@ -32,8 +32,13 @@ def _model_identity(model: Any) -> tuple[str, str | None]:
     return name, None
 
 
-def attach(model: Any, client: Any, *, model_version: str | None = None,
-           image_id: Callable[[Any], str | None] | None = None) -> Callable[[], None]:
+def attach(
+    model: Any,
+    client: Any,
+    *,
+    model_version: str | None = None,
+    image_id: Callable[[Any], str | None] | None = None,
+) -> Callable[[], None]:
     """Register a callback on ``model`` that logs each result; return a function that
     removes it again.
 

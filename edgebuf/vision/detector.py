@@ -31,8 +31,14 @@ class UltralyticsDetector:
     warm-up inference, so the first real frame is not charged for lazy initialisation.
     """
 
-    def __init__(self, weights: str | Path, *, imgsz: int = 320, conf: float = 0.25,
-                 device: str | None = None) -> None:
+    def __init__(
+        self,
+        weights: str | Path,
+        *,
+        imgsz: int = 320,
+        conf: float = 0.25,
+        device: str | None = None,
+    ) -> None:
         from edgebuf.vision.model import load_yolo, model_version
 
         self.weights = Path(weights)
@@ -60,13 +66,28 @@ class UltralyticsDetector:
 class FakeDetector:
     """A stand-in with fixed output and an optional delay, for tests and dry runs."""
 
-    def __init__(self, detections: list[dict[str, Any]] | None = None, *,
-                 delay_s: float = 0.0, model_name: str = "fake",
-                 model_version: str = "fake@0", fail_every: int = 0) -> None:
-        self.detections = detections if detections is not None else [
-            {"class_id": 0, "class_name": "part", "confidence": 0.9,
-             "box": [10.0, 10.0, 50.0, 50.0], "box_norm": [0.03, 0.03, 0.16, 0.16]}
-        ]
+    def __init__(
+        self,
+        detections: list[dict[str, Any]] | None = None,
+        *,
+        delay_s: float = 0.0,
+        model_name: str = "fake",
+        model_version: str = "fake@0",
+        fail_every: int = 0,
+    ) -> None:
+        self.detections = (
+            detections
+            if detections is not None
+            else [
+                {
+                    "class_id": 0,
+                    "class_name": "part",
+                    "confidence": 0.9,
+                    "box": [10.0, 10.0, 50.0, 50.0],
+                    "box_norm": [0.03, 0.03, 0.16, 0.16],
+                }
+            ]
+        )
         self.delay_s = delay_s
         self.model_name, self.model_version = model_name, model_version
         self.fail_every = fail_every
@@ -79,9 +100,13 @@ class FakeDetector:
         if self.delay_s:
             time.sleep(self.delay_s)
         height, width = frame.shape[:2]
-        return {"task": "detect", "model": self.model_name,
-                "image": {"width": int(width), "height": int(height)},
-                "detections": list(self.detections), "speed_ms": {}}
+        return {
+            "task": "detect",
+            "model": self.model_name,
+            "image": {"width": int(width), "height": int(height)},
+            "detections": list(self.detections),
+            "speed_ms": {},
+        }
 
 
 def load_detector(spec: str, weights: str | Path | None, **options: Any) -> Detector:
@@ -95,7 +120,9 @@ def load_detector(spec: str, weights: str | Path | None, **options: Any) -> Dete
         return FakeDetector()
     module, _, attr = spec.partition(":")
     if not attr:
-        raise ValueError(f"detector must be 'ultralytics', 'fake' or 'module:callable', got {spec!r}")
+        raise ValueError(
+            f"detector must be 'ultralytics', 'fake' or 'module:callable', got {spec!r}"
+        )
     import importlib
 
     factory = getattr(importlib.import_module(module), attr)

@@ -83,8 +83,9 @@ def load_yolo(path: str | os.PathLike[str], task: str = "detect") -> Any:
     return YOLO(str(path), task=task)
 
 
-def export_onnx(weights: str | os.PathLike[str], out: str | os.PathLike[str] | None = None,
-                *, imgsz: int = 320) -> Path:
+def export_onnx(
+    weights: str | os.PathLike[str], out: str | os.PathLike[str] | None = None, *, imgsz: int = 320
+) -> Path:
     """Export ``weights`` to ONNX (fixed ``imgsz`` input, simplified graph) and return the
     ``.onnx`` path; ``load_yolo`` and ``edgebuf edge --model`` take it like the ``.pt``.
 
@@ -97,8 +98,9 @@ def export_onnx(weights: str | os.PathLike[str], out: str | os.PathLike[str] | N
     with tempfile.TemporaryDirectory(prefix="edgebuf-onnx-") as scratch:
         copy = Path(scratch) / f"{target.stem}.pt"
         shutil.copyfile(weights, copy)
-        written = load_yolo(copy).export(format="onnx", imgsz=imgsz, simplify=True,
-                                         dynamic=False, verbose=False)
+        written = load_yolo(copy).export(
+            format="onnx", imgsz=imgsz, simplify=True, dynamic=False, verbose=False
+        )
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(written, target)
     return target

@@ -26,8 +26,9 @@ def _names(result: Any) -> Mapping[int, str]:
     return names if isinstance(names, Mapping) else dict(enumerate(names))
 
 
-def results_to_record(result: Any, *, model_name: str | None = None,
-                      source: str | None = None) -> dict[str, Any]:
+def results_to_record(
+    result: Any, *, model_name: str | None = None, source: str | None = None
+) -> dict[str, Any]:
     """One ``Results`` (one image) as a JSON-ready prediction dict.
 
     ``model_name`` is recorded as ``model``; ``source`` (default: the result's ``path``
@@ -43,14 +44,20 @@ def results_to_record(result: Any, *, model_name: str | None = None,
         cls = boxes.cls.cpu().tolist()
         for (x0, y0, x1, y1), c, k in zip(xyxy, conf, cls):
             k = int(k)
-            detections.append({
-                "class_id": k,
-                "class_name": str(names.get(k, k)),
-                "confidence": round(float(c), 4),
-                "box": [round(float(v), 2) for v in (x0, y0, x1, y1)],
-                "box_norm": [round(x0 / width, 4), round(y0 / height, 4),
-                             round(x1 / width, 4), round(y1 / height, 4)],
-            })
+            detections.append(
+                {
+                    "class_id": k,
+                    "class_name": str(names.get(k, k)),
+                    "confidence": round(float(c), 4),
+                    "box": [round(float(v), 2) for v in (x0, y0, x1, y1)],
+                    "box_norm": [
+                        round(x0 / width, 4),
+                        round(y0 / height, 4),
+                        round(x1 / width, 4),
+                        round(y1 / height, 4),
+                    ],
+                }
+            )
     if source is None:
         path = getattr(result, "path", None)
         source = Path(path).name if path and not str(path).startswith("image") else None

@@ -42,7 +42,9 @@ def _capture(target: int | str, name: str, loop: bool) -> Iterator[tuple[str, An
     try:
         import cv2
     except ImportError as exc:
-        raise SourceError("video and camera sources need OpenCV (pip install edgebuf[yolo])") from exc
+        raise SourceError(
+            "video and camera sources need OpenCV (pip install edgebuf[yolo])"
+        ) from exc
     cap = cv2.VideoCapture(target)
     if not cap.isOpened():
         raise SourceError(f"cannot open {name}")

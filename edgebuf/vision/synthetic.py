@@ -69,7 +69,9 @@ def _belt(rng: np.random.Generator, size: int) -> Image.Image:
     return img
 
 
-def _part_outline(kind: str, cx: float, cy: float, r: float, angle: float) -> list[tuple[float, float]]:
+def _part_outline(
+    kind: str, cx: float, cy: float, r: float, angle: float
+) -> list[tuple[float, float]]:
     if kind == "disc":
         sides, radii = 32, [r] * 32
     elif kind == "hexnut":
@@ -87,11 +89,21 @@ def _part_outline(kind: str, cx: float, cy: float, r: float, angle: float) -> li
 def _bbox(points: list[tuple[float, float]], size: int) -> tuple[float, float, float, float]:
     xs = [p[0] for p in points]
     ys = [p[1] for p in points]
-    return (max(0.0, min(xs)), max(0.0, min(ys)), min(size - 1.0, max(xs)), min(size - 1.0, max(ys)))
+    return (
+        max(0.0, min(xs)),
+        max(0.0, min(ys)),
+        min(size - 1.0, max(xs)),
+        min(size - 1.0, max(ys)),
+    )
 
 
-def _inside(points: list[tuple[float, float]], outline: list[tuple[float, float]],
-            cx: float, cy: float, margin: float) -> bool:
+def _inside(
+    points: list[tuple[float, float]],
+    outline: list[tuple[float, float]],
+    cx: float,
+    cy: float,
+    margin: float,
+) -> bool:
     # ``outline`` is convex; shrink it about the part's centre by ``margin`` and test each point.
     poly = [(cx + (x - cx) * margin, cy + (y - cy) * margin) for x, y in outline]
     for px, py in points:
@@ -104,8 +116,15 @@ def _inside(points: list[tuple[float, float]], outline: list[tuple[float, float]
     return True
 
 
-def _defect(rng: np.random.Generator, draw: ImageDraw.ImageDraw, cx: float, cy: float,
-            r: float, outline: list[tuple[float, float]], size: int) -> Box:
+def _defect(
+    rng: np.random.Generator,
+    draw: ImageDraw.ImageDraw,
+    cx: float,
+    cy: float,
+    r: float,
+    outline: list[tuple[float, float]],
+    size: int,
+) -> Box:
     # Off the part's centre (a detector's best anchors for the part sit at its centre, and
     # a defect there has to compete with the part for them), but still on the part.
     rust = (int(rng.integers(120, 170)), int(rng.integers(45, 80)), int(rng.integers(15, 35)))
@@ -124,8 +143,10 @@ def _defect(rng: np.random.Generator, draw: ImageDraw.ImageDraw, cx: float, cy: 
                 for k, u in enumerate(np.linspace(0, 2 * math.pi, 9, endpoint=False))
             ]
         else:  # scratch: a dark rust streak
-            pts = [(dx - length / 2 * math.cos(t), dy - length / 2 * math.sin(t)),
-                   (dx + length / 2 * math.cos(t), dy + length / 2 * math.sin(t))]
+            pts = [
+                (dx - length / 2 * math.cos(t), dy - length / 2 * math.sin(t)),
+                (dx + length / 2 * math.cos(t), dy + length / 2 * math.sin(t)),
+            ]
         if _inside(pts, outline, cx, cy, 0.9):
             break
     if pit:
@@ -195,8 +216,9 @@ def write_split(root: Path, split: str, seed: int, count: int, size: int = 320) 
     return objects
 
 
-def write_dataset(root: Path, *, train: int, val: int, seed: int = 0, val_seed: int = 1,
-                  size: int = 320) -> Path:
+def write_dataset(
+    root: Path, *, train: int, val: int, seed: int = 0, val_seed: int = 1, size: int = 320
+) -> Path:
     """Write a YOLO dataset (train from ``seed``, val from ``val_seed``); return its yaml."""
     root = Path(root).resolve()
     write_split(root, "train", seed, train, size)

@@ -37,9 +37,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _admin_conninfo() -> str:
-    return make_url(PG_ADMIN_URL).set(drivername="postgresql").render_as_string(
-        hide_password=False
-    )
+    return make_url(PG_ADMIN_URL).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 @pytest.fixture(scope="session")
@@ -66,9 +64,11 @@ def pg_database_factory(pg_admin: str) -> Iterator[Callable[[], str]]:
         with psycopg.connect(pg_admin, autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
         created.append(name)
-        return make_url(PG_ADMIN_URL).set(
-            drivername="postgresql+psycopg", database=name
-        ).render_as_string(hide_password=False)
+        return (
+            make_url(PG_ADMIN_URL)
+            .set(drivername="postgresql+psycopg", database=name)
+            .render_as_string(hide_password=False)
+        )
 
     yield create
     with psycopg.connect(pg_admin, autocommit=True) as conn:
@@ -87,9 +87,11 @@ def _truncate(url: str) -> None:
     with psycopg.connect(conninfo, autocommit=True) as conn:
         exists = conn.execute("SELECT to_regclass('public.predictions')").fetchone()
         if exists and exists[0]:
-            conn.execute("TRUNCATE predictions, detection_counts, prediction_rollups,"
-                         " detection_rollups, device_seqs, seq_missing, seq_repeats,"
-                         " cloud_state RESTART IDENTITY")
+            conn.execute(
+                "TRUNCATE predictions, detection_counts, prediction_rollups,"
+                " detection_rollups, device_seqs, seq_missing, seq_repeats,"
+                " cloud_state RESTART IDENTITY"
+            )
 
 
 @pytest.fixture(params=BACKENDS)
@@ -128,8 +130,12 @@ def api(make_cloud_client: Callable[..., Any]) -> Any:
 
 
 def record(
-    record_id: str | None = None, seq: int = 1, *, classes: tuple[str, ...] = ("part",),
-    timestamp: float | str = 1_764_370_000.0, model_version: str | None = "yolov8n-factory-1",
+    record_id: str | None = None,
+    seq: int = 1,
+    *,
+    classes: tuple[str, ...] = ("part",),
+    timestamp: float | str = 1_764_370_000.0,
+    model_version: str | None = "yolov8n-factory-1",
     **extra: Any,
 ) -> dict[str, Any]:
     """One wire record with a detection per class name."""
@@ -139,22 +145,27 @@ def record(
         "image_id": f"frame-{seq:06d}",
         "timestamp": timestamp,
         "model_version": model_version,
-        "prediction": {"detections": [
-            {"class_name": name, "confidence": 0.9, "box": [1, 2, 3, 4]} for name in classes
-        ]},
+        "prediction": {
+            "detections": [
+                {"class_name": name, "confidence": 0.9, "box": [1, 2, 3, 4]} for name in classes
+            ]
+        },
         **extra,
     }
 
 
-def batch(device_id: str, records: list[dict[str, Any]], batch_id: str | None = None
-          ) -> dict[str, Any]:
+def batch(
+    device_id: str, records: list[dict[str, Any]], batch_id: str | None = None
+) -> dict[str, Any]:
     """A `POST /log` body."""
-    return {"device_id": device_id, "batch_id": batch_id or uuid.uuid4().hex[:16],
-            "records": records}
+    return {
+        "device_id": device_id,
+        "batch_id": batch_id or uuid.uuid4().hex[:16],
+        "records": records,
+    }
 
 
-def seq_records(first: int, last: int, *, prefix: str = "r", **kwargs: Any
-                ) -> list[dict[str, Any]]:
+def seq_records(first: int, last: int, *, prefix: str = "r", **kwargs: Any) -> list[dict[str, Any]]:
     """Records with seqs first..last and deterministic ids `<prefix><seq>`."""
     return [record(f"{prefix}{seq}", seq, **kwargs) for seq in range(first, last + 1)]
 

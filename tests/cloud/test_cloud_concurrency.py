@@ -22,8 +22,11 @@ BATCH = 32
 def plan(seed: int) -> list[list[tuple[str, list[int]]]]:
     """Per thread, a list of (device, seqs): full coverage plus random overlapping windows."""
     rng = random.Random(seed)
-    jobs = [(device, list(range(start, start + BATCH)))
-            for device in DEVICES for start in range(1, PER_DEVICE + 1, BATCH)]
+    jobs = [
+        (device, list(range(start, start + BATCH)))
+        for device in DEVICES
+        for start in range(1, PER_DEVICE + 1, BATCH)
+    ]
     while len(jobs) < THREADS * BATCHES_PER_THREAD:
         device = rng.choice(DEVICES)
         start = rng.randint(1, PER_DEVICE - BATCH + 1)
@@ -45,8 +48,9 @@ def test_concurrent_overlapping_batches_store_each_record_once(api, helpers):
     def worker(jobs) -> None:
         barrier.wait()
         for device, seqs in jobs:
-            records = [helpers.record(f"{device}-{seq}", seq, classes=("part", "defect"))
-                       for seq in seqs]
+            records = [
+                helpers.record(f"{device}-{seq}", seq, classes=("part", "defect")) for seq in seqs
+            ]
             answer = api.post("/log", json=helpers.batch(device, records))
             with lock:
                 answers.append((answer.status_code, answer.json(), len(seqs)))

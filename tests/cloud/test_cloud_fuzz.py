@@ -46,11 +46,28 @@ MAX_EXAMPLES = int(os.environ.get("EDGEBUF_FUZZ_EXAMPLES", "60"))
 # 413 is how the contract refuses a batch of more than `maxItems` records ("split the
 # batch"); Schemathesis' default list of statuses that reject schema-violating data
 # lacks it. The rest is that default list without 5xx, which is never acceptable here.
-CONFIG = schemathesis.Config.from_dict({
-    "checks": {"negative_data_rejection": {"expected-statuses": [
-        "400", "401", "403", "404", "405", "406", "409", "413", "415", "422", "428", "429",
-    ]}},
-})
+CONFIG = schemathesis.Config.from_dict(
+    {
+        "checks": {
+            "negative_data_rejection": {
+                "expected-statuses": [
+                    "400",
+                    "401",
+                    "403",
+                    "404",
+                    "405",
+                    "406",
+                    "409",
+                    "413",
+                    "415",
+                    "422",
+                    "428",
+                    "429",
+                ]
+            }
+        },
+    }
+)
 
 
 def _homogeneous_tuples_as_items(node: Any) -> Any:
@@ -69,7 +86,9 @@ def _homogeneous_tuples_as_items(node: Any) -> Any:
     node = {key: _homogeneous_tuples_as_items(value) for key, value in node.items()}
     prefix = node.get("prefixItems")
     if (
-        isinstance(prefix, list) and prefix and "items" not in node
+        isinstance(prefix, list)
+        and prefix
+        and "items" not in node
         and all(item == prefix[0] for item in prefix)
         and node.get("minItems") == node.get("maxItems") == len(prefix)
     ):
@@ -130,6 +149,9 @@ def test_fuzzed_document_is_the_served_one(tmp_path: Path) -> None:
         fuzzed_tuple = fuzzed["components"]["schemas"][model]["properties"][field]
         assert served_tuple.pop("items")["prefixItems"] == [{"type": "integer"}] * 2
         assert fuzzed_tuple.pop("items") == {
-            "type": "array", "items": {"type": "integer"}, "minItems": 2, "maxItems": 2,
+            "type": "array",
+            "items": {"type": "integer"},
+            "minItems": 2,
+            "maxItems": 2,
         }
     assert fuzzed == served

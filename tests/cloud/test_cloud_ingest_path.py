@@ -36,17 +36,34 @@ MAX_RECORDS = 5
 
 # ----------------------------------------------------------------------- fast path
 _TEXT = st.one_of(
-    st.text(max_size=3), st.sampled_from(["", "a", "x" * 64, "x" * 65, "x" * 128, "x" * 129,
-                                         "x" * 256, "x" * 257, "nul\x00", "é" * 64, "ok\n"]),
+    st.text(max_size=3),
+    st.sampled_from(
+        [
+            "",
+            "a",
+            "x" * 64,
+            "x" * 65,
+            "x" * 128,
+            "x" * 129,
+            "x" * 256,
+            "x" * 257,
+            "nul\x00",
+            "é" * 64,
+            "ok\n",
+        ]
+    ),
 )
 _VALUE = st.one_of(
-    st.none(), st.booleans(), _TEXT,
+    st.none(),
+    st.booleans(),
+    _TEXT,
     st.integers(min_value=-(2**64), max_value=2**64),
     st.sampled_from([0, 1, 2**53, 2**53 + 1, 2**63 - 1, 2**63, -1, 10**30]),
     st.floats(allow_nan=False, allow_infinity=False),
     st.sampled_from([1.0, 1.5, 1e308, -0.0, 5e-324]),
     st.sampled_from(["2025-11-28T22:46:42Z", "1764370000.5", "soon", "nan", "inf"]),
-    st.just({"detections": []}), st.just([1, 2]),
+    st.just({"detections": []}),
+    st.just([1, 2]),
 )
 _FIELDS = ("record_id", "seq", "image_id", "timestamp", "model_version", "prediction")
 
@@ -55,18 +72,25 @@ _FIELDS = ("record_id", "seq", "image_id", "timestamp", "model_version", "predic
 def _bodies(draw: st.DrawFn) -> bytes:
     records = []
     for _ in range(draw(st.integers(min_value=0, max_value=MAX_RECORDS + 1))):
-        record = {"record_id": draw(st.sampled_from(["r1", "r2"])), "seq": 1,
-                  "timestamp": 1_764_370_000.25, "prediction": {"detections": []}}
+        record = {
+            "record_id": draw(st.sampled_from(["r1", "r2"])),
+            "seq": 1,
+            "timestamp": 1_764_370_000.25,
+            "prediction": {"detections": []},
+        }
         for field in draw(st.lists(st.sampled_from(_FIELDS), max_size=3, unique=True)):
             if draw(st.booleans()):
                 record.pop(field, None)
             else:
                 record[field] = draw(_VALUE)
         records.append(record if draw(st.integers(0, 20)) else draw(_VALUE))
-    body = {"device_id": draw(st.sampled_from(["cam-1", "a:b@c.d_e", "", "bad/id", "x" * 129,
-                                               "cam-1\n", "ü"])),
-            "batch_id": draw(st.sampled_from(["b", "", "b" * 65, "b\x00"])),
-            "records": records}
+    body = {
+        "device_id": draw(
+            st.sampled_from(["cam-1", "a:b@c.d_e", "", "bad/id", "x" * 129, "cam-1\n", "ü"])
+        ),
+        "batch_id": draw(st.sampled_from(["b", "", "b" * 65, "b\x00"])),
+        "records": records,
+    }
     if draw(st.integers(0, 10)) == 0:
         body.pop(draw(st.sampled_from(["device_id", "batch_id", "records"])))
     return json.dumps(body).encode()
@@ -77,10 +101,14 @@ def _via_model(body: bytes) -> tuple | None:
         parsed = batch_model(MAX_RECORDS).model_validate_json(body)
     except ValidationError:
         return None
-    return (parsed.device_id, parsed.batch_id, [
-        (r.record_id, r.seq, r.image_id, r.timestamp, r.model_version, r.prediction)
-        for r in parsed.records
-    ])
+    return (
+        parsed.device_id,
+        parsed.batch_id,
+        [
+            (r.record_id, r.seq, r.image_id, r.timestamp, r.model_version, r.prediction)
+            for r in parsed.records
+        ],
+    )
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -110,9 +138,11 @@ def test_plain_body_takes_the_fast_path(helpers):
 @pytest.mark.parametrize("literal", [b"1e999", b"-1e999"])
 def test_number_too_large_for_a_double_is_422_not_stored_as_infinity(api, helpers, literal):
     body = helpers.dumps(helpers.batch("cam-1", [helpers.record("r1")]))
-    answer = api.post("/log", content=body.replace(b'"confidence": 0.9', b'"confidence": '
-                                                   + literal),
-                      headers={"Content-Type": "application/json"})
+    answer = api.post(
+        "/log",
+        content=body.replace(b'"confidence": 0.9', b'"confidence": ' + literal),
+        headers={"Content-Type": "application/json"},
+    )
     assert answer.status_code == 422, answer.text
     assert answer.json()["detail"][0]["loc"] == ["body", "records", 0, "prediction"]
     assert api.get("/stats").json()["total_records"] == 0
@@ -135,15 +165,23 @@ def _random_records(rng: random.Random, device: str, n: int, start: float) -> li
     for i in range(n):
         classes = tuple(rng.choice(_CLASSES) for _ in range(rng.randint(0, 3)))
         ts = start + rng.choice([0.0, 0.25, 0.5, 0.999, 1.0]) + rng.randint(0, 5)
-        records.append({
-            "record_id": f"{device}-{i}", "seq": i + 1, "timestamp": ts,
-            "prediction": {"detections": [{"class_name": c} for c in classes]},
-        })
+        records.append(
+            {
+                "record_id": f"{device}-{i}",
+                "seq": i + 1,
+                "timestamp": ts,
+                "prediction": {"detections": [{"class_name": c} for c in classes]},
+            }
+        )
     return records
 
 
-def _expected(records_by_device: dict[str, list[dict]], device: str | None,
-              since: float | None, until: float | None) -> dict[str, int]:
+def _expected(
+    records_by_device: dict[str, list[dict]],
+    device: str | None,
+    since: float | None,
+    until: float | None,
+) -> dict[str, int]:
     counts: dict[str, int] = {}
     for dev, records in records_by_device.items():
         if device is not None and dev != device:
@@ -165,13 +203,26 @@ def test_detections_per_class_are_exact_for_any_window(api, helpers):
         # Overlapping batches and in-batch repeats: every record must count once.
         for batch in (records[:30], records[20:45], records[40:] + records[40:45]):
             assert api.post("/log", json=helpers.batch(device, batch)).status_code == 200
-    bounds = [None, T0, T0 + 0.25, T0 + 0.5, T0 + 0.9999, T0 + 1, T0 + 2.5, T0 + 3,
-              T0 + 5.999, T0 + 7]
+    bounds = [
+        None,
+        T0,
+        T0 + 0.25,
+        T0 + 0.5,
+        T0 + 0.9999,
+        T0 + 1,
+        T0 + 2.5,
+        T0 + 3,
+        T0 + 5.999,
+        T0 + 7,
+    ]
     for since in bounds:
         for until in bounds:
             for device in (None, "cam-2"):
-                params = {k: v for k, v in (("since", since), ("until", until),
-                                            ("device_id", device)) if v is not None}
+                params = {
+                    k: v
+                    for k, v in (("since", since), ("until", until), ("device_id", device))
+                    if v is not None
+                }
                 got = api.get("/stats", params=params).json()["detections_per_class"]
                 assert got == _expected(stored, device, since, until), params
                 assert list(got) == sorted(got)
@@ -181,8 +232,10 @@ def test_partial_duplicates_count_only_the_new_records(api, helpers):
     first = [helpers.record(f"r{i}", i, timestamp=T0 + i, classes=("a",)) for i in range(1, 4)]
     api.post("/log", json=helpers.batch("cam-1", first))
     # r2 again but with other classes (a retry never changes a stored record), plus r9.
-    again = [helpers.record("r2", 2, timestamp=T0 + 2, classes=("b", "b")),
-             helpers.record("r9", 9, timestamp=T0 + 2.5, classes=("c",))]
+    again = [
+        helpers.record("r2", 2, timestamp=T0 + 2, classes=("b", "b")),
+        helpers.record("r9", 9, timestamp=T0 + 2.5, classes=("c",)),
+    ]
     answer = api.post("/log", json=helpers.batch("cam-1", again)).json()
     assert (answer["accepted"], answer["duplicates"]) == (1, 1)
     assert api.get("/stats").json()["detections_per_class"] == {"a": 3, "c": 1}
@@ -214,23 +267,39 @@ def test_upgrade_from_0001_keeps_every_count_and_downgrade_rebuilds_them(empty_u
         ]
         with engine.begin() as conn:
             for pk, (device, record_id, ts, prediction) in enumerate(rows, start=1):
-                conn.execute(text(
-                    "INSERT INTO predictions (id, device_id, record_id, seq, ts, prediction,"
-                    " received_at, batch_id) VALUES (:id, :d, :r, 1, :ts, :p, 0, 'b')"
-                ), {"id": pk, "d": device, "r": record_id, "ts": ts, "p": json.dumps(prediction)})
+                conn.execute(
+                    text(
+                        "INSERT INTO predictions (id, device_id, record_id, seq, ts, prediction,"
+                        " received_at, batch_id) VALUES (:id, :d, :r, 1, :ts, :p, 0, 'b')"
+                    ),
+                    {"id": pk, "d": device, "r": record_id, "ts": ts, "p": json.dumps(prediction)},
+                )
                 for name, n in count_classes(prediction).items():
-                    conn.execute(text(
-                        "INSERT INTO detection_counts (record_pk, class_name, device_id, n)"
-                        " VALUES (:pk, :c, :d, :n)"), {"pk": pk, "c": name, "d": device, "n": n})
+                    conn.execute(
+                        text(
+                            "INSERT INTO detection_counts (record_pk, class_name, device_id, n)"
+                            " VALUES (:pk, :c, :d, :n)"
+                        ),
+                        {"pk": pk, "c": name, "d": device, "n": n},
+                    )
         migrate.upgrade(engine)
         with engine.connect() as conn:
-            totals = sorted(conn.execute(text(
-                "SELECT device_id, bucket, class_name, n FROM detection_counts")).all())
-        assert totals == sorted([
-            ("cam-1", -2.0, "3", 1), ("cam-1", -2.0, "a", 1), ("cam-1", -1.0, "a", 1),
-            ("cam-1", T0, "a", 2), ("cam-1", T0, "b", 1), ("cam-2", T0, "a", 1),
-            ("cam-2", 2.0**60 + 4096, "a", 1),
-        ])
+            totals = sorted(
+                conn.execute(
+                    text("SELECT device_id, bucket, class_name, n FROM detection_counts")
+                ).all()
+            )
+        assert totals == sorted(
+            [
+                ("cam-1", -2.0, "3", 1),
+                ("cam-1", -2.0, "a", 1),
+                ("cam-1", -1.0, "a", 1),
+                ("cam-1", T0, "a", 2),
+                ("cam-1", T0, "b", 1),
+                ("cam-2", T0, "a", 1),
+                ("cam-2", 2.0**60 + 4096, "a", 1),
+            ]
+        )
         assert all(bucket == math.floor(bucket) for _, bucket, _, _ in totals)
 
         with engine.begin() as conn:
@@ -238,8 +307,11 @@ def test_upgrade_from_0001_keeps_every_count_and_downgrade_rebuilds_them(empty_u
             cfg.attributes["connection"] = conn
             command.downgrade(cfg, "0001")
         with engine.connect() as conn:
-            back = sorted(conn.execute(text(
-                "SELECT record_pk, class_name, device_id, n FROM detection_counts")).all())
+            back = sorted(
+                conn.execute(
+                    text("SELECT record_pk, class_name, device_id, n FROM detection_counts")
+                ).all()
+            )
         assert back == sorted(
             (pk, name, device, n)
             for pk, (device, _, _, prediction) in enumerate(rows, start=1)
@@ -263,8 +335,7 @@ def test_connection_killed_while_idle(pg_database_factory, helpers, idle):
     app = create_app(CloudSettings(database_url=url, db_ping_after_idle=idle))
     with TestClient(app) as api:
         assert api.post("/log", json=helpers.batch("c", [helpers.record("r1")])).status_code == 200
-        conninfo = make_url(url).set(drivername="postgresql").render_as_string(
-            hide_password=False)
+        conninfo = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
         with psycopg.connect(conninfo, autocommit=True) as admin:
             killed = admin.execute(
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
@@ -319,9 +390,21 @@ def test_group_commit_isolates_a_failing_batch(tmp_path, monkeypatch):
         monkeypatch.setattr(store._writer, "insert_records", flaky)
 
         def batch(device: str) -> Batch:
-            return Batch(device, "b", [(f"{device}-{i}", i + 1, None, T0 + i, None,
-                                        {"detections": [{"class_name": device}]})
-                                       for i in range(3)])
+            return Batch(
+                device,
+                "b",
+                [
+                    (
+                        f"{device}-{i}",
+                        i + 1,
+                        None,
+                        T0 + i,
+                        None,
+                        {"detections": [{"class_name": device}]},
+                    )
+                    for i in range(3)
+                ],
+            )
 
         outcomes: dict[str, object] = {}
 
@@ -344,10 +427,12 @@ def test_group_commit_isolates_a_failing_batch(tmp_path, monkeypatch):
         assert outcomes["a"] == 3 and outcomes["c"] == 3
         assert isinstance(outcomes["bad"], ServiceUnavailable)
         with state.db.engine.connect() as conn:
-            devices = conn.execute(text(
-                "SELECT device_id, count(*) FROM predictions GROUP BY device_id")).all()
-            classes = conn.execute(text(
-                "SELECT class_name, sum(n) FROM detection_counts GROUP BY class_name")).all()
+            devices = conn.execute(
+                text("SELECT device_id, count(*) FROM predictions GROUP BY device_id")
+            ).all()
+            classes = conn.execute(
+                text("SELECT class_name, sum(n) FROM detection_counts GROUP BY class_name")
+            ).all()
         assert sorted(devices) == [("a", 3), ("c", 3)]
         assert sorted(classes) == [("a", 3), ("c", 3)]
     finally:

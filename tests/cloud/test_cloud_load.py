@@ -71,23 +71,30 @@ class Device:
     errors: list[str] = field(default_factory=list)
 
 
-def _batch(device: str, first: int, make_record: Callable[..., dict[str, Any]]
-           ) -> dict[str, Any]:
+def _batch(device: str, first: int, make_record: Callable[..., dict[str, Any]]) -> dict[str, Any]:
     """The body of `device`'s batch starting at `first`; the same every time it is built."""
     return {
         "device_id": device,
         "batch_id": f"{device}-b{first}",
         "records": [
-            make_record(f"{device}-{seq}", seq, timestamp=T0 + seq / 20,
-                        classes=("part", "defect") if seq % 7 == 0 else ("part",))
+            make_record(
+                f"{device}-{seq}",
+                seq,
+                timestamp=T0 + seq / 20,
+                classes=("part", "defect") if seq % 7 == 0 else ("part",),
+            )
             for seq in range(first, first + BATCH)
         ],
     }
 
 
 def _device_loop(
-    device: Device, index: int, urls: list[str], make_record: Callable[..., dict[str, Any]],
-    start: threading.Barrier, seconds: float,
+    device: Device,
+    index: int,
+    urls: list[str],
+    make_record: Callable[..., dict[str, Any]],
+    start: threading.Barrier,
+    seconds: float,
 ) -> None:
     rng = random.Random(index)
     with httpx.Client(timeout=30) as client:
@@ -141,8 +148,12 @@ def _sample_rss(
 
 
 def run_load(
-    database_url: str, make_record: Callable[..., dict[str, Any]], *,
-    seconds: float, warmup: float, sample_every: float,
+    database_url: str,
+    make_record: Callable[..., dict[str, Any]],
+    *,
+    seconds: float,
+    warmup: float,
+    sample_every: float,
 ) -> dict[str, Any]:
     """Run the scenario against two fresh replicas, assert everything, return figures."""
     replicas = [CloudServer(database_url), CloudServer(database_url)]
@@ -162,8 +173,11 @@ def run_load(
             target=_sample_rss, args=(pids, sample_every, stop_sampling, samples), daemon=True
         )
         threads = [
-            threading.Thread(target=_device_loop, daemon=True,
-                             args=(device, n, urls, make_record, start, seconds))
+            threading.Thread(
+                target=_device_loop,
+                daemon=True,
+                args=(device, n, urls, make_record, start, seconds),
+            )
             for n, device in enumerate(devices)
         ]
         for thread in threads:
@@ -188,10 +202,10 @@ def run_load(
         assert stats[0]["device_count"] == DEVICES
         defects = sum((device.next_seq - 1) // 7 for device in devices)
         assert stats[0]["detections_per_class"] == {"defect": defects, "part": unique}
-        assert [(d["device_id"], d["count"], d["min_seq"], d["max_seq"], d["missing_seqs"])
-                for d in stats[0]["devices"]] == [
-            (device.name, device.next_seq - 1, 1, device.next_seq - 1, 0) for device in devices
-        ]
+        assert [
+            (d["device_id"], d["count"], d["min_seq"], d["max_seq"], d["missing_seqs"])
+            for d in stats[0]["devices"]
+        ] == [(device.name, device.next_seq - 1, 1, device.next_seq - 1, 0) for device in devices]
         for n, device in enumerate(devices):
             gaps = httpx.get(f"{urls[n % 2]}/devices/{device.name}/gaps", timeout=60).json()
             assert (gaps["count"], gaps["missing"], gaps["gaps"]) == (device.next_seq - 1, 0, [])
@@ -223,14 +237,14 @@ def _report(name: str, figures: dict[str, Any]) -> str:
         f"{figures['batches']:,} batches + {figures['resends']:,} re-sends over "
         f"{figures['seconds']:.0f} s ({figures['records'] / figures['seconds']:,.0f} rec/s); "
         "replica RSS warm/last MiB: "
-        + ", ".join(f"{w:.0f}/{lst:.0f}" for w, lst in zip(figures['rss_warm'],
-                                                          figures['rss_last']))
+        + ", ".join(
+            f"{w:.0f}/{lst:.0f}" for w, lst in zip(figures["rss_warm"], figures["rss_last"])
+        )
     )
 
 
 def test_sixteen_devices_two_replicas_short(pg_database_factory, helpers, capsys):
-    figures = run_load(pg_database_factory(), helpers.record,
-                       seconds=10, warmup=4, sample_every=1)
+    figures = run_load(pg_database_factory(), helpers.record, seconds=10, warmup=4, sample_every=1)
     with capsys.disabled():
         print(_report("load (short)", figures))
 
@@ -238,7 +252,12 @@ def test_sixteen_devices_two_replicas_short(pg_database_factory, helpers, capsys
 @pytest.mark.slow
 @pytest.mark.timeout(SLOW_SECONDS + 240)
 def test_sixteen_devices_two_replicas_several_minutes(pg_database_factory, helpers, capsys):
-    figures = run_load(pg_database_factory(), helpers.record,
-                       seconds=SLOW_SECONDS, warmup=min(30, SLOW_SECONDS / 4), sample_every=5)
+    figures = run_load(
+        pg_database_factory(),
+        helpers.record,
+        seconds=SLOW_SECONDS,
+        warmup=min(30, SLOW_SECONDS / 4),
+        sample_every=5,
+    )
     with capsys.disabled():
         print(_report("load (slow)", figures))

@@ -61,8 +61,12 @@ def test_overlapping_batches_store_each_record_once(api, helpers):
 
 
 def test_duplicates_inside_one_batch_count_once(api, helpers):
-    recs = [helpers.record("x", 1), helpers.record("x", 1), helpers.record("y", 2),
-            helpers.record("x", 1)]
+    recs = [
+        helpers.record("x", 1),
+        helpers.record("x", 1),
+        helpers.record("y", 2),
+        helpers.record("x", 1),
+    ]
     answer = api.post("/log", json=helpers.batch("cam-1", recs)).json()
     assert (answer["accepted"], answer["duplicates"]) == (2, 2)
     assert api.get("/stats").json()["detections_per_class"] == {"part": 2}
@@ -120,8 +124,10 @@ def test_nullable_fields_may_be_null_or_absent(api, helpers):
 
 
 def test_prediction_is_stored_verbatim(api, helpers):
-    prediction = {"detections": [], "nested": {"unicode": "défaut ✓", "nul": "a\u0000b",
-                                                "big": 12345678901234567890, "f": 0.1}}
+    prediction = {
+        "detections": [],
+        "nested": {"unicode": "défaut ✓", "nul": "a\u0000b", "big": 12345678901234567890, "f": 0.1},
+    }
     rec = {"record_id": "r1", "seq": 1, "timestamp": 1.0, "prediction": prediction}
     api.post("/log", json=helpers.batch("cam-1", [rec]))
     assert stored(api)[0]["prediction"] == prediction
@@ -139,13 +145,15 @@ def bearer(key: str) -> dict[str, str]:
 def test_api_key_may_write_any_device(make_cloud_client, helpers):
     api = make_cloud_client(**KEYS)
     for device in ("cam-1", "other"):
-        answer = api.post("/log", json=helpers.batch(device, [helpers.record()]),
-                          headers=bearer("admin-key"))
+        answer = api.post(
+            "/log", json=helpers.batch(device, [helpers.record()]), headers=bearer("admin-key")
+        )
         assert answer.status_code == 200
 
 
-@pytest.mark.parametrize("headers", [{}, bearer("wrong"), {"Authorization": "Basic abc"},
-                                     {"Authorization": "Bearer "}])
+@pytest.mark.parametrize(
+    "headers", [{}, bearer("wrong"), {"Authorization": "Basic abc"}, {"Authorization": "Bearer "}]
+)
 def test_missing_or_invalid_key_is_401_and_stores_nothing(make_cloud_client, helpers, headers):
     api = make_cloud_client(**KEYS)
     answer = api.post("/log", json=helpers.batch("cam-1", [helpers.record()]), headers=headers)
@@ -157,14 +165,17 @@ def test_missing_or_invalid_key_is_401_and_stores_nothing(make_cloud_client, hel
 
 def test_device_key_writes_only_its_device(make_cloud_client, helpers):
     api = make_cloud_client(**KEYS)
-    ok = api.post("/log", json=helpers.batch("cam-1", [helpers.record()]),
-                  headers=bearer("cam1-key"))
+    ok = api.post(
+        "/log", json=helpers.batch("cam-1", [helpers.record()]), headers=bearer("cam1-key")
+    )
     assert ok.status_code == 200
-    colon = api.post("/log", json=helpers.batch("line:2", [helpers.record()]),
-                     headers=bearer("l2-key"))
+    colon = api.post(
+        "/log", json=helpers.batch("line:2", [helpers.record()]), headers=bearer("l2-key")
+    )
     assert colon.status_code == 200  # device ids may contain ':'
-    forged = api.post("/log", json=helpers.batch("cam-2", [helpers.record()]),
-                      headers=bearer("cam1-key"))
+    forged = api.post(
+        "/log", json=helpers.batch("cam-2", [helpers.record()]), headers=bearer("cam1-key")
+    )
     assert forged.status_code == 403
     assert "cam-1" in forged.json()["detail"]
     assert api.get("/stats", headers=bearer("admin-key")).json()["total_records"] == 2
@@ -172,15 +183,18 @@ def test_device_key_writes_only_its_device(make_cloud_client, helpers):
 
 def test_device_key_reads_only_its_device(make_cloud_client, helpers):
     api = make_cloud_client(**KEYS)
-    api.post("/log", json=helpers.batch("cam-1", [helpers.record(seq=1)]),
-             headers=bearer("cam1-key"))
+    api.post(
+        "/log", json=helpers.batch("cam-1", [helpers.record(seq=1)]), headers=bearer("cam1-key")
+    )
     own = {"device_id": "cam-1"}
     assert api.get("/stats", params=own, headers=bearer("cam1-key")).status_code == 200
     assert api.get("/predictions", params=own, headers=bearer("cam1-key")).status_code == 200
     assert api.get("/devices/cam-1/gaps", headers=bearer("cam1-key")).status_code == 200
     assert api.get("/stats", headers=bearer("cam1-key")).status_code == 403
-    assert api.get("/predictions", params={"device_id": "x"},
-                   headers=bearer("cam1-key")).status_code == 403
+    assert (
+        api.get("/predictions", params={"device_id": "x"}, headers=bearer("cam1-key")).status_code
+        == 403
+    )
     assert api.get("/devices/x/gaps", headers=bearer("cam1-key")).status_code == 403
     assert api.get("/stats").status_code == 401
 

@@ -23,8 +23,17 @@ def assert_rejected(api, answer, status: int) -> dict:
     return body
 
 
-@pytest.mark.parametrize("raw", [b"{", b"", b"not json", b'{"device_id": "a",}', b"\xff\xfe{}",
-                                 b'{"records": [' * 300 + b"]" * 300])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"{",
+        b"",
+        b"not json",
+        b'{"device_id": "a",}',
+        b"\xff\xfe{}",
+        b'{"records": [' * 300 + b"]" * 300,
+    ],
+)
 def test_malformed_json_is_400(api, raw):
     assert_rejected(api, api.post("/log", content=raw, headers=JSON), 400)
 
@@ -32,8 +41,9 @@ def test_malformed_json_is_400(api, raw):
 @pytest.mark.parametrize("constant", [b"NaN", b"Infinity", b"-Infinity"])
 def test_nan_and_infinity_are_not_json(api, helpers, constant):
     body = helpers.dumps(helpers.batch("cam-1", [helpers.record("r1")]))
-    assert_rejected(api, api.post("/log", content=body.replace(b"1764370000.0", constant),
-                                  headers=JSON), 400)
+    assert_rejected(
+        api, api.post("/log", content=body.replace(b"1764370000.0", constant), headers=JSON), 400
+    )
     inside = body.replace(b'"confidence": 0.9', b'"confidence": ' + constant)
     assert_rejected(api, api.post("/log", content=inside, headers=JSON), 400)
 
@@ -145,7 +155,7 @@ def test_streamed_body_over_limit_is_413(make_cloud_client, helpers):
 
     def chunks():  # no Content-Length: the cap must hold while reading
         for start in range(0, len(raw), 1000):
-            yield raw[start:start + 1000]
+            yield raw[start : start + 1000]
 
     assert_rejected(api, api.post("/log", content=chunks(), headers=JSON), 413)
 
@@ -162,8 +172,12 @@ def test_gzip_bomb_is_413(make_cloud_client, helpers):
 
 @pytest.mark.parametrize(
     "body",
-    [b"not gzip at all", gzip.compress(b'{"a": 1}')[:-6], b"",
-     zlib.compress(b'{"a": 1}')],  # zlib (deflate) framing is not gzip
+    [
+        b"not gzip at all",
+        gzip.compress(b'{"a": 1}')[:-6],
+        b"",
+        zlib.compress(b'{"a": 1}'),
+    ],  # zlib (deflate) framing is not gzip
 )
 def test_bad_gzip_is_400(api, body):
     answer = api.post("/log", content=body, headers={**JSON, "Content-Encoding": "gzip"})
@@ -172,13 +186,18 @@ def test_bad_gzip_is_400(api, body):
 
 @pytest.mark.parametrize("encoding", ["br", "deflate", "gzip, gzip", "compress"])
 def test_unsupported_encoding_is_415(api, helpers, encoding):
-    answer = api.post("/log", content=helpers.dumps(helpers.batch("c", [helpers.record()])),
-                      headers={**JSON, "Content-Encoding": encoding})
+    answer = api.post(
+        "/log",
+        content=helpers.dumps(helpers.batch("c", [helpers.record()])),
+        headers={**JSON, "Content-Encoding": encoding},
+    )
     assert_rejected(api, answer, 415)
 
 
-@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded",
-                                          "multipart/form-data; boundary=x", None])
+@pytest.mark.parametrize(
+    "content_type",
+    ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", None],
+)
 def test_wrong_content_type_is_415(api, helpers, content_type):
     headers = {"Content-Type": content_type} if content_type else {}
     raw = helpers.dumps(helpers.batch("c", [helpers.record()]))
@@ -188,8 +207,11 @@ def test_wrong_content_type_is_415(api, helpers, content_type):
 
 def test_json_content_type_variants_are_accepted(api, helpers):
     raw = helpers.dumps(helpers.batch("c", [helpers.record("r1")]))
-    for content_type in ("application/json; charset=utf-8", "APPLICATION/JSON",
-                         "application/vnd.edgebuf+json"):
+    for content_type in (
+        "application/json; charset=utf-8",
+        "APPLICATION/JSON",
+        "application/vnd.edgebuf+json",
+    ):
         answer = api.post("/log", content=raw, headers={"Content-Type": content_type})
         assert answer.status_code == 200, content_type
 
@@ -200,6 +222,7 @@ def test_wrong_method_and_path(api):
 
 
 # --- the body reader on its own --------------------------------------------------------
+
 
 def _request(messages: list[dict]):
     from starlette.requests import Request
@@ -218,8 +241,9 @@ def test_client_disconnect_mid_body_is_a_4xx_not_a_crash():
 
     from cloud.body import read_capped
 
-    request = _request([{"type": "http.request", "body": b"{", "more_body": True},
-                        {"type": "http.disconnect"}])
+    request = _request(
+        [{"type": "http.request", "body": b"{", "more_body": True}, {"type": "http.disconnect"}]
+    )
     with pytest.raises(HTTPException) as caught:
         asyncio.run(read_capped(request, 1000))
     assert caught.value.status_code == 400

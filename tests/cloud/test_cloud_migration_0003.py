@@ -53,26 +53,41 @@ def _populate_0002(engine) -> list[dict]:
             ts = T0 + rng.uniform(-DAYS * 86400, 86400)
             if device == "cam-3" and number < 3:
                 ts = [2.0**60 + 4096, -1.5, 1e15][number]
-            prediction = {"detections": [{"class_name": rng.choice("ab")}
-                                         for _ in range(rng.randint(0, 3))]}
-            row = {"id": pk, "device_id": device, "record_id": f"{device}-{number}",
-                   "seq": seq, "ts": ts, "model_version": rng.choice([None, "v1", "v2"]),
-                   "prediction": json.dumps(prediction), "received_at": T0 + pk,
-                   "batch_id": "b"}
+            prediction = {
+                "detections": [{"class_name": rng.choice("ab")} for _ in range(rng.randint(0, 3))]
+            }
+            row = {
+                "id": pk,
+                "device_id": device,
+                "record_id": f"{device}-{number}",
+                "seq": seq,
+                "ts": ts,
+                "model_version": rng.choice([None, "v1", "v2"]),
+                "prediction": json.dumps(prediction),
+                "received_at": T0 + pk,
+                "batch_id": "b",
+            }
             rows.append(row)
             for name, n in count_classes(prediction).items():
                 key = (device, float(math.floor(ts)), name)
                 totals[key] = totals.get(key, 0) + n
     with engine.begin() as conn:
-        conn.execute(text(
-            "INSERT INTO predictions (id, device_id, record_id, seq, image_id, ts,"
-            " model_version, prediction, received_at, batch_id) VALUES (:id, :device_id,"
-            " :record_id, :seq, NULL, :ts, :model_version, :prediction, :received_at,"
-            " :batch_id)"), rows)
-        conn.execute(text(
-            "INSERT INTO detection_counts (device_id, bucket, class_name, n)"
-            " VALUES (:d, :b, :c, :n)"),
-            [{"d": d, "b": b, "c": c, "n": n} for (d, b, c), n in totals.items()])
+        conn.execute(
+            text(
+                "INSERT INTO predictions (id, device_id, record_id, seq, image_id, ts,"
+                " model_version, prediction, received_at, batch_id) VALUES (:id, :device_id,"
+                " :record_id, :seq, NULL, :ts, :model_version, :prediction, :received_at,"
+                " :batch_id)"
+            ),
+            rows,
+        )
+        conn.execute(
+            text(
+                "INSERT INTO detection_counts (device_id, bucket, class_name, n)"
+                " VALUES (:d, :b, :c, :n)"
+            ),
+            [{"d": d, "b": b, "c": c, "n": n} for (d, b, c), n in totals.items()],
+        )
         if engine.dialect.name == "postgresql":
             conn.execute(text("SELECT setval('predictions_id_seq', :n)"), {"n": pk})
     return rows
@@ -81,8 +96,7 @@ def _populate_0002(engine) -> list[dict]:
 DAYS = 3
 
 
-def test_upgrade_of_a_populated_0002_database_keeps_and_backfills_everything(
-        fresh_url, helpers):
+def test_upgrade_of_a_populated_0002_database_keeps_and_backfills_everything(fresh_url, helpers):
     from fastapi.testclient import TestClient
 
     from cloud.app import create_app
@@ -97,9 +111,14 @@ def test_upgrade_of_a_populated_0002_database_keeps_and_backfills_everything(
             ids = sorted(conn.execute(text("SELECT id FROM predictions")).scalars())
             assert ids == [row["id"] for row in old]
             if engine.dialect.name == "postgresql":
-                parts = set(conn.execute(text(
-                    "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
-                    " WHERE i.inhparent = 'predictions'::regclass")).scalars())
+                parts = set(
+                    conn.execute(
+                        text(
+                            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+                            " WHERE i.inhparent = 'predictions'::regclass"
+                        )
+                    ).scalars()
+                )
                 days = {int(r["ts"] // 86400) for r in old if 0 <= r["ts"] < 4.1e9}
                 assert {partition_name(day) for day in days} | {"predictions_default"} == parts
                 wild = conn.execute(text("SELECT count(*) FROM predictions_default")).scalar()
@@ -107,8 +126,9 @@ def test_upgrade_of_a_populated_0002_database_keeps_and_backfills_everything(
     finally:
         engine.dispose()
 
-    with TestClient(create_app(CloudSettings(database_url=fresh_url,
-                                             maintenance_interval=0))) as api:
+    with TestClient(
+        create_app(CloudSettings(database_url=fresh_url, maintenance_interval=0))
+    ) as api:
         assert derived(api) == recounted(api)
         rows = stored_rows(api)
         assert len(rows) == len(old)
@@ -118,18 +138,22 @@ def test_upgrade_of_a_populated_0002_database_keeps_and_backfills_everything(
             assert answer == brute_stats(rows, None, since, until)
         for device in ("cam-1", "cam-2", "cam-3"):
             held = {r["seq"] for r in rows if r["device_id"] == device}
-            assert api.get(f"/devices/{device}/watermark").json() == \
-                brute_watermark(device, held)
+            assert api.get(f"/devices/{device}/watermark").json() == brute_watermark(device, held)
             gaps = api.get(f"/devices/{device}/gaps").json()
             assert gaps["gaps"] == [r for r in missing_ranges(held) if r[0] > min(held)]
             assert gaps["count"] == sum(1 for r in rows if r["device_id"] == device)
         # Ingest goes on: new ids above the old ones, old records still de-duplicated.
-        body = helpers.batch("cam-1", [helpers.record("fresh", 500, timestamp=T0),
-                                       helpers.record("cam-1-0", old[0]["seq"],
-                                                      timestamp=old[0]["ts"])])
+        body = helpers.batch(
+            "cam-1",
+            [
+                helpers.record("fresh", 500, timestamp=T0),
+                helpers.record("cam-1-0", old[0]["seq"], timestamp=old[0]["ts"]),
+            ],
+        )
         assert api.post("/log", json=body).json()["accepted"] == 1
-        page = api.get("/predictions", params={"device_id": "cam-1", "since": T0,
-                                               "until": T0 + 0.001}).json()["items"]
+        page = api.get(
+            "/predictions", params={"device_id": "cam-1", "since": T0, "until": T0 + 0.001}
+        ).json()["items"]
         assert [item["record_id"] for item in page] == ["fresh"]
         assert derived(api) == recounted(api)
 
@@ -140,8 +164,7 @@ def test_upgrade_of_a_populated_0002_database_keeps_and_backfills_everything(
             cfg.attributes["connection"] = conn
             command.downgrade(cfg, "0002")
         with engine.connect() as conn:
-            assert conn.execute(text("SELECT count(*) FROM predictions")).scalar() == \
-                len(old) + 1
+            assert conn.execute(text("SELECT count(*) FROM predictions")).scalar() == len(old) + 1
         migrate.upgrade(engine)
         assert migrate.current_revision(engine) == "0003"
     finally:

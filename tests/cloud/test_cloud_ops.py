@@ -84,16 +84,24 @@ def test_openapi_documents_the_log_contract(make_cloud_client):
     ok = log["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
     assert ok == "#/components/schemas/LogResponse"
     assert {"400", "401", "403", "413", "415", "422", "503"} <= set(log["responses"])
-    for path in ("/stats", "/predictions", "/devices/{device_id}/gaps", "/health", "/ready",
-                 "/metrics"):
+    for path in (
+        "/stats",
+        "/predictions",
+        "/devices/{device_id}/gaps",
+        "/health",
+        "/ready",
+        "/metrics",
+    ):
         assert path in doc["paths"]
 
 
 # --- the database failing ---------------------------------------------------------------
 
+
 def test_pool_exhausted_is_503_and_health_stays_up(make_cloud_client, helpers):
-    api = make_cloud_client(db_pool_size=1, db_max_overflow=0, db_pool_timeout=0.2,
-                            retry_after_seconds=7)
+    api = make_cloud_client(
+        db_pool_size=1, db_max_overflow=0, db_pool_timeout=0.2, retry_after_seconds=7
+    )
     body = helpers.batch("cam-1", helpers.seq_records(1, 4))
     held = api.app.state.cloud.db.engine.connect()
     try:
@@ -107,8 +115,10 @@ def test_pool_exhausted_is_503_and_health_stays_up(make_cloud_client, helpers):
         held.close()
     assert api.post("/log", json=body).json()["accepted"] == 4
     found = samples(api)
-    assert found[("edgebuf_cloud_db_unavailable_total",
-                  (("reason", "connection pool exhausted"),))] == 3
+    assert (
+        found[("edgebuf_cloud_db_unavailable_total", (("reason", "connection pool exhausted"),))]
+        == 3
+    )
 
 
 def _hold_write_lock(database_url: str):
@@ -124,8 +134,7 @@ def _hold_write_lock(database_url: str):
 
 
 @pytest.mark.timeout(30)  # a lock wait that ignores the timeout would hang here
-def test_locked_database_is_503_and_nothing_half_written(make_cloud_client, helpers,
-                                                          database_url):
+def test_locked_database_is_503_and_nothing_half_written(make_cloud_client, helpers, database_url):
     api = make_cloud_client(sqlite_busy_timeout_ms=150, db_lock_timeout_ms=150)
     body = helpers.batch("cam-1", helpers.seq_records(1, 8))
     blocker = _hold_write_lock(database_url)

@@ -33,15 +33,19 @@ BATCH = 24
 
 @pytest.mark.postgres
 def test_two_replicas_partitions_and_dropped_acks_store_each_record_once(
-        pg_database_factory, helpers):
+    pg_database_factory, helpers
+):
     from tests.cloud.test_cloud_rollups import brute_stats
 
     url = pg_database_factory()
     conninfo = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
     today = int(time.time() // DAY)
     rng = random.Random(11)
-    stamps = {(device, seq): (today - 1 + rng.randrange(4)) * DAY + rng.uniform(0, DAY)
-              for device in DEVICES for seq in range(1, PER_DEVICE + 1)}
+    stamps = {
+        (device, seq): (today - 1 + rng.randrange(4)) * DAY + rng.uniform(0, DAY)
+        for device in DEVICES
+        for seq in range(1, PER_DEVICE + 1)
+    }
     for device in DEVICES:  # wild timestamps: stored in the default partition
         stamps[(device, 1)] = 2.0**45
         stamps[(device, 2)] = -5.0
@@ -55,10 +59,16 @@ def test_two_replicas_partitions_and_dropped_acks_store_each_record_once(
         proxy = FaultProxy(replicas[0].url)
         targets = [proxy.url, replicas[1].url]
 
-        jobs = [(device, list(range(start, start + BATCH)))
-                for device in DEVICES for start in range(1, PER_DEVICE + 1, BATCH)]
-        jobs += [(device, rng.sample(range(1, PER_DEVICE + 1), BATCH))
-                 for device in DEVICES for _ in range(6)]
+        jobs = [
+            (device, list(range(start, start + BATCH)))
+            for device in DEVICES
+            for start in range(1, PER_DEVICE + 1, BATCH)
+        ]
+        jobs += [
+            (device, rng.sample(range(1, PER_DEVICE + 1), BATCH))
+            for device in DEVICES
+            for _ in range(6)
+        ]
         jobs *= 2
         rng.shuffle(jobs)
         threads_n = 6
@@ -69,9 +79,13 @@ def test_two_replicas_partitions_and_dropped_acks_store_each_record_once(
         def worker(index: int) -> None:
             with httpx.Client(timeout=30) as client:
                 for number, (device, seqs) in enumerate(jobs[index::threads_n]):
-                    body = helpers.batch(device, [
-                        helpers.record(f"{device}-{seq}", seq, timestamp=stamps[(device, seq)])
-                        for seq in seqs])
+                    body = helpers.batch(
+                        device,
+                        [
+                            helpers.record(f"{device}-{seq}", seq, timestamp=stamps[(device, seq)])
+                            for seq in seqs
+                        ],
+                    )
                     for attempt in range(20):
                         target = targets[(index + number + attempt) % 2]
                         try:
@@ -103,15 +117,34 @@ def test_two_replicas_partitions_and_dropped_acks_store_each_record_once(
         with psycopg.connect(conninfo) as conn:
             twice = conn.execute(
                 "SELECT count(*) FROM (SELECT device_id, record_id FROM predictions"
-                " GROUP BY 1, 2 HAVING count(*) > 1) AS d").fetchone()[0]
+                " GROUP BY 1, 2 HAVING count(*) > 1) AS d"
+            ).fetchone()[0]
             stored = conn.execute("SELECT count(*) FROM predictions").fetchone()[0]
-            placed = dict(conn.execute(
-                "SELECT tableoid::regclass::text, count(*) FROM predictions GROUP BY 1"
-            ).fetchall())
-            rows = [dict(zip(("device_id", "record_id", "seq", "ts", "model_version",
-                              "prediction", "received_at"), row)) for row in conn.execute(
-                "SELECT device_id, record_id, seq, ts, model_version, prediction,"
-                " received_at FROM predictions").fetchall()]
+            placed = dict(
+                conn.execute(
+                    "SELECT tableoid::regclass::text, count(*) FROM predictions GROUP BY 1"
+                ).fetchall()
+            )
+            rows = [
+                dict(
+                    zip(
+                        (
+                            "device_id",
+                            "record_id",
+                            "seq",
+                            "ts",
+                            "model_version",
+                            "prediction",
+                            "received_at",
+                        ),
+                        row,
+                    )
+                )
+                for row in conn.execute(
+                    "SELECT device_id, record_id, seq, ts, model_version, prediction,"
+                    " received_at FROM predictions"
+                ).fetchall()
+            ]
         assert (twice, stored) == (0, total)
         # accepted counts what each answer stored; answers whose ack was dropped are lost
         assert sum(accepted) <= total
@@ -127,8 +160,11 @@ def test_two_replicas_partitions_and_dropped_acks_store_each_record_once(
         for replica in replicas:
             for device in DEVICES:
                 mark = httpx.get(f"{replica.url}/devices/{device}/watermark").json()
-                assert (mark["contiguous_through"], mark["count"], mark["missing"]) == \
-                    (PER_DEVICE, PER_DEVICE, [])
+                assert (mark["contiguous_through"], mark["count"], mark["missing"]) == (
+                    PER_DEVICE,
+                    PER_DEVICE,
+                    [],
+                )
         assert len(retried) >= 10  # the proxy did drop acknowledgements
     finally:
         if proxy is not None:

@@ -11,18 +11,34 @@ T0 = 1_764_370_000.0
 def loaded(api, helpers):
     """cam-1: seqs 1-3, 7-8, 10, 15 (gaps 4-6, 9, 11-14); cam-2: seqs 5-6; known classes."""
     cam1 = [
-        helpers.record(f"c1-{seq}", seq, timestamp=T0 + seq,
-                       classes=("part", "part", "defect") if seq == 1 else ("part",),
-                       model_version="v1" if seq < 10 else "v2")
+        helpers.record(
+            f"c1-{seq}",
+            seq,
+            timestamp=T0 + seq,
+            classes=("part", "part", "defect") if seq == 1 else ("part",),
+            model_version="v1" if seq < 10 else "v2",
+        )
         for seq in (1, 2, 3, 7, 8, 10, 15)
     ]
     api.post("/log", json=helpers.batch("cam-1", cam1[:4]))
     api.post("/log", json=helpers.batch("cam-1", cam1[2:]))  # overlap: 3, 7 again
     cam2 = [
         helpers.record("c2-5", 5, timestamp=T0 + 100, model_version=None, classes=()),
-        {"record_id": "c2-6", "seq": 6, "timestamp": T0 + 101, "prediction": {
-            "detections": [{"class": "bolt"}, {"name": "nut"}, {"class": 3}, {"other": 1},
-                           "junk", {"class_name": None, "class": "bolt"}]}},
+        {
+            "record_id": "c2-6",
+            "seq": 6,
+            "timestamp": T0 + 101,
+            "prediction": {
+                "detections": [
+                    {"class": "bolt"},
+                    {"name": "nut"},
+                    {"class": 3},
+                    {"other": 1},
+                    "junk",
+                    {"class_name": None, "class": "bolt"},
+                ]
+            },
+        },
     ]
     api.post("/log", json=helpers.batch("cam-2", cam2))
     return api
@@ -36,10 +52,24 @@ def test_stats_totals_and_per_device(loaded):
     assert stats["last_timestamp"] == T0 + 101
     assert stats["last_received_at"] >= max(d["last_received_at"] for d in stats["devices"])
     cam1, cam2 = stats["devices"]
-    assert cam1 == {**cam1, "device_id": "cam-1", "count": 7, "min_seq": 1, "max_seq": 15,
-                    "missing_seqs": 8, "first_timestamp": T0 + 1, "last_timestamp": T0 + 15}
-    assert cam2 == {**cam2, "device_id": "cam-2", "count": 2, "min_seq": 5, "max_seq": 6,
-                    "missing_seqs": 0}
+    assert cam1 == {
+        **cam1,
+        "device_id": "cam-1",
+        "count": 7,
+        "min_seq": 1,
+        "max_seq": 15,
+        "missing_seqs": 8,
+        "first_timestamp": T0 + 1,
+        "last_timestamp": T0 + 15,
+    }
+    assert cam2 == {
+        **cam2,
+        "device_id": "cam-2",
+        "count": 2,
+        "min_seq": 5,
+        "max_seq": 6,
+        "missing_seqs": 0,
+    }
 
 
 def test_stats_model_versions_and_classes(loaded):
@@ -60,16 +90,18 @@ def test_stats_filters(loaded):
     window = loaded.get("/stats", params={"since": T0 + 2, "until": T0 + 10}).json()
     assert window["total_records"] == 4  # seqs 2, 3, 7, 8 (until is exclusive)
     assert window["detections_per_class"] == {"part": 4}
-    iso = loaded.get("/stats", params={"since": "2025-11-28T22:46:42Z",
-                                       "until": "2025-11-28T22:46:50+00:00"}).json()
+    iso = loaded.get(
+        "/stats", params={"since": "2025-11-28T22:46:42Z", "until": "2025-11-28T22:46:50+00:00"}
+    ).json()
     assert iso["total_records"] == 4
     empty = loaded.get("/stats", params={"device_id": "nobody"}).json()
     assert empty["total_records"] == 0 and empty["devices"] == []
     assert empty["first_timestamp"] is None and empty["detections_per_class"] == {}
 
 
-@pytest.mark.parametrize("params", [{"since": "soon"}, {"until": "nan"}, {"since": "inf"},
-                                    {"device_id": "bad/id"}])
+@pytest.mark.parametrize(
+    "params", [{"since": "soon"}, {"until": "nan"}, {"since": "inf"}, {"device_id": "bad/id"}]
+)
 def test_stats_bad_filters_are_422(api, params):
     answer = api.get("/stats", params=params)
     assert answer.status_code == 422
@@ -78,9 +110,16 @@ def test_stats_bad_filters_are_422(api, params):
 
 def test_stats_on_empty_database(api):
     stats = api.get("/stats").json()
-    assert stats == {"total_records": 0, "device_count": 0, "first_timestamp": None,
-                     "last_timestamp": None, "last_received_at": None, "devices": [],
-                     "model_versions": [], "detections_per_class": {}}
+    assert stats == {
+        "total_records": 0,
+        "device_count": 0,
+        "first_timestamp": None,
+        "last_timestamp": None,
+        "last_received_at": None,
+        "devices": [],
+        "model_versions": [],
+        "detections_per_class": {},
+    }
 
 
 def test_paging_walks_every_record_once_in_storage_order(api, helpers):
@@ -113,8 +152,17 @@ def test_predictions_filters(loaded):
     assert sorted(i["seq"] for i in window["items"]) == [7, 8, 10]
 
 
-@pytest.mark.parametrize("params", [{"limit": 0}, {"limit": 10_001}, {"cursor": "abc"},
-                                    {"cursor": "-1"}, {"cursor": "9" * 25}, {"cursor": "²"}])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"limit": 0},
+        {"limit": 10_001},
+        {"cursor": "abc"},
+        {"cursor": "-1"},
+        {"cursor": "9" * 25},
+        {"cursor": "²"},
+    ],
+)
 def test_predictions_bad_params_are_422(api, params):
     answer = api.get("/predictions", params=params)
     assert answer.status_code == 422, answer.text
@@ -122,8 +170,14 @@ def test_predictions_bad_params_are_422(api, params):
 
 def test_gaps(loaded):
     gaps = loaded.get("/devices/cam-1/gaps").json()
-    assert gaps == {"device_id": "cam-1", "min_seq": 1, "max_seq": 15, "count": 7,
-                    "missing": 8, "gaps": [[4, 6], [9, 9], [11, 14]]}
+    assert gaps == {
+        "device_id": "cam-1",
+        "min_seq": 1,
+        "max_seq": 15,
+        "count": 7,
+        "missing": 8,
+        "gaps": [[4, 6], [9, 9], [11, 14]],
+    }
     limited = loaded.get("/devices/cam-1/gaps", params={"limit": 2}).json()
     assert limited["gaps"] == [[4, 6], [9, 9]] and limited["missing"] == 8
     assert loaded.get("/devices/cam-2/gaps").json()["gaps"] == []
@@ -153,8 +207,9 @@ def test_gaps_match_a_python_model(api, helpers):
 
     devices = iter(range(10**6))
 
-    @settings(max_examples=25, deadline=None,
-              suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @settings(
+        max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    )
     @given(st.lists(st.integers(1, 60), min_size=1, max_size=40))
     def check(seqs: list[int]) -> None:
         device = f"prop-{next(devices)}"

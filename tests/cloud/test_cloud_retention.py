@@ -29,8 +29,9 @@ def _metric(api: Any, name: str) -> float:
     return 0.0
 
 
-def _post(api: Any, helpers: Any, device: str, seqs: range, ts: float, tag: str = "r"
-          ) -> dict[str, Any]:
+def _post(
+    api: Any, helpers: Any, device: str, seqs: range, ts: float, tag: str = "r"
+) -> dict[str, Any]:
     records = [helpers.record(f"{tag}{seq}", seq, timestamp=ts + seq) for seq in seqs]
     answer = api.post("/log", json=helpers.batch(device, records))
     assert answer.status_code == 200, answer.text
@@ -38,7 +39,8 @@ def _post(api: Any, helpers: Any, device: str, seqs: range, ts: float, tag: str 
 
 
 def test_a_late_record_past_retention_is_acknowledged_held_and_not_stored(
-        make_cloud_client, helpers):
+    make_cloud_client, helpers
+):
     api = make_cloud_client(retention_days=3, maintenance_interval=0)
     now = time.time()
     assert _post(api, helpers, "cam-1", range(1, 4), now)["accepted"] == 3
@@ -52,16 +54,17 @@ def test_a_late_record_past_retention_is_acknowledged_held_and_not_stored(
     again = _post(api, helpers, "cam-1", range(4, 6), now - 10 * DAY)  # the edge retries
     assert (again["accepted"], again["duplicates"]) == (0, 2)
     assert _metric(api, "edgebuf_cloud_records_expired_total") == 2
-    mixed = [helpers.record("r6", 6, timestamp=now), helpers.record("r7", 7,
-                                                                     timestamp=now - 9 * DAY)]
+    mixed = [
+        helpers.record("r6", 6, timestamp=now),
+        helpers.record("r7", 7, timestamp=now - 9 * DAY),
+    ]
     answer = api.post("/log", json=helpers.batch("cam-1", mixed)).json()
     assert (answer["accepted"], answer["duplicates"]) == (2, 0)
     assert api.get("/stats").json()["total_records"] == 4
     assert api.get("/devices/cam-1/gaps").json()["count"] == 7
 
 
-def test_maintenance_expires_old_days_and_every_figure_stays_consistent(
-        make_cloud_client, helpers):
+def test_maintenance_expires_old_days_and_every_figure_stays_consistent(make_cloud_client, helpers):
     api = make_cloud_client(retention_days=7, maintenance_interval=0)
     state = api.app.state.cloud
     now = time.time()
@@ -103,9 +106,14 @@ def _storage(api: Any) -> int:
             free = conn.execute(text("PRAGMA freelist_count")).scalar()
             size = conn.execute(text("PRAGMA page_size")).scalar()
             return int((pages - free) * size)
-        return int(conn.execute(text(
-            "SELECT coalesce(sum(pg_total_relation_size(inhrelid)), 0) FROM pg_inherits"
-            " WHERE inhparent = 'predictions'::regclass")).scalar())
+        return int(
+            conn.execute(
+                text(
+                    "SELECT coalesce(sum(pg_total_relation_size(inhrelid)), 0) FROM pg_inherits"
+                    " WHERE inhparent = 'predictions'::regclass"
+                )
+            ).scalar()
+        )
 
 
 def test_storage_stays_flat_over_three_times_the_retention(make_cloud_client, helpers):
@@ -118,10 +126,11 @@ def test_storage_stays_flat_over_three_times_the_retention(make_cloud_client, he
         moment = base + day * DAY + 3600
         maintenance.run_once(moment)
         for chunk in range(0, per_day, 100):
-            records = [helpers.record(f"d{day}-{i}", seq + i + 1,
-                                      timestamp=moment + i * 60) for i in range(chunk, chunk + 100)]
-            assert api.post("/log", json=helpers.batch("cam-1", records)).json()["accepted"] \
-                == 100
+            records = [
+                helpers.record(f"d{day}-{i}", seq + i + 1, timestamp=moment + i * 60)
+                for i in range(chunk, chunk + 100)
+            ]
+            assert api.post("/log", json=helpers.batch("cam-1", records)).json()["accepted"] == 100
         seq += per_day
         maintenance.run_once(moment + 1)
         rows.append(api.get("/stats").json()["total_records"])
@@ -164,7 +173,8 @@ def _copy_database(url: str, pg_admin: str | None, suffix: str) -> str:
 
 
 def test_watermark_of_a_database_restored_from_an_older_copy(
-        database_url, make_cloud_client, helpers, request):
+    database_url, make_cloud_client, helpers, request
+):
     from fastapi.testclient import TestClient
 
     from cloud.app import create_app
@@ -183,8 +193,14 @@ def test_watermark_of_a_database_restored_from_an_older_copy(
     restored = CloudSettings(database_url=backup, maintenance_interval=0)
     with TestClient(create_app(restored)) as api:  # the newer records are gone, and so
         mark = api.get("/devices/cam-1/watermark").json()  # is their seq state
-        assert mark == {"device_id": "cam-1", "contiguous_through": 10, "max_seq": 17,
-                        "count": 13, "missing": [[11, 14]], "complete": True}
+        assert mark == {
+            "device_id": "cam-1",
+            "contiguous_through": 10,
+            "max_seq": 17,
+            "count": 13,
+            "missing": [[11, 14]],
+            "complete": True,
+        }
         assert api.get("/stats").json()["total_records"] == 13
         assert derived(api) == recounted(api)
         # The edge re-sends what the restored cloud lacks; it is stored once.

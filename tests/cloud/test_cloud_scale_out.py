@@ -31,10 +31,16 @@ def test_two_replicas_store_each_record_once(pg_database_factory, helpers):
             wait_ready(replica.url, timeout=60, process=replica.process)
 
         rng = random.Random(5)
-        jobs = [(device, list(range(start, start + BATCH)))
-                for device in DEVICES for start in range(1, PER_DEVICE + 1, BATCH)]
-        jobs += [(device, rng.sample(range(1, PER_DEVICE + 1), BATCH))
-                 for device in DEVICES for _ in range(8)]
+        jobs = [
+            (device, list(range(start, start + BATCH)))
+            for device in DEVICES
+            for start in range(1, PER_DEVICE + 1, BATCH)
+        ]
+        jobs += [
+            (device, rng.sample(range(1, PER_DEVICE + 1), BATCH))
+            for device in DEVICES
+            for _ in range(8)
+        ]
         jobs *= 2  # every batch sent twice: a retry, possibly to the other replica
         rng.shuffle(jobs)
         threads_n = 8
@@ -47,9 +53,10 @@ def test_two_replicas_store_each_record_once(pg_database_factory, helpers):
                 barrier.wait()
                 for number, (device, seqs) in enumerate(jobs[index::threads_n]):
                     base = replicas[(index + number) % 2].url
-                    body = helpers.batch(device, [
-                        helpers.record(f"{device}-{seq}", seq, classes=("part",)) for seq in seqs
-                    ])
+                    body = helpers.batch(
+                        device,
+                        [helpers.record(f"{device}-{seq}", seq, classes=("part",)) for seq in seqs],
+                    )
                     answer = client.post(f"{base}/log", json=body)
                     with lock:
                         results.append((answer.status_code, answer.json()))
@@ -69,8 +76,9 @@ def test_two_replicas_store_each_record_once(pg_database_factory, helpers):
         assert stats[0] == stats[1]
         assert stats[0]["total_records"] == total
         assert stats[0]["detections_per_class"] == {"part": total}
-        assert [(d["device_id"], d["count"], d["missing_seqs"]) for d in stats[0]["devices"]] \
-            == [(device, PER_DEVICE, 0) for device in DEVICES]
+        assert [(d["device_id"], d["count"], d["missing_seqs"]) for d in stats[0]["devices"]] == [
+            (device, PER_DEVICE, 0) for device in DEVICES
+        ]
         for replica in replicas:
             gaps = httpx.get(f"{replica.url}/devices/edge-1/gaps").json()
             assert (gaps["count"], gaps["missing"], gaps["gaps"]) == (PER_DEVICE, 0, [])
@@ -126,17 +134,23 @@ def test_steady_load_reuses_pooled_connections(pg_database_factory, helpers):
 
     def backends() -> set[int]:
         with psycopg.connect(conninfo, autocommit=True) as conn:
-            return {pid for (pid,) in conn.execute(
-                "SELECT pid FROM pg_stat_activity WHERE datname = %s"
-                " AND application_name = 'edgebuf-cloud'", (database,))}
+            return {
+                pid
+                for (pid,) in conn.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = %s"
+                    " AND application_name = 'edgebuf-cloud'",
+                    (database,),
+                )
+            }
 
     def wave(server: CloudServer, tag: str) -> None:
         def device(d: int) -> None:
             with httpx.Client(timeout=30) as client:
                 for b in range(6):
                     seqs = range(b * BATCH + 1, (b + 1) * BATCH + 1)
-                    body = helpers.batch(f"{tag}-{d}", [
-                        helpers.record(f"{tag}-{d}-{s}", s) for s in seqs])
+                    body = helpers.batch(
+                        f"{tag}-{d}", [helpers.record(f"{tag}-{d}-{s}", s) for s in seqs]
+                    )
                     assert client.post(f"{server.url}/log", json=body).status_code == 200
 
         threads = [threading.Thread(target=device, args=(d,)) for d in range(16)]

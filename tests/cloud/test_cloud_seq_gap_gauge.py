@@ -13,11 +13,20 @@ from cloud.metrics_gaps import SeqGapCollector
 
 def load(api, helpers) -> None:
     """cam-1: seqs 1-3, 7-8, 10, 15 (8 missing); cam-2: 5-6; cam-3: seq 1 twice and 3."""
-    api.post("/log", json=helpers.batch("cam-1", [
-        helpers.record(f"c1-{seq}", seq) for seq in (1, 2, 3, 7, 8, 10, 15)]))
+    api.post(
+        "/log",
+        json=helpers.batch(
+            "cam-1", [helpers.record(f"c1-{seq}", seq) for seq in (1, 2, 3, 7, 8, 10, 15)]
+        ),
+    )
     api.post("/log", json=helpers.batch("cam-2", helpers.seq_records(5, 6, prefix="c2-")))
-    api.post("/log", json=helpers.batch("cam-3", [
-        helpers.record("c3-a", 1), helpers.record("c3-b", 1), helpers.record("c3-c", 3)]))
+    api.post(
+        "/log",
+        json=helpers.batch(
+            "cam-3",
+            [helpers.record("c3-a", 1), helpers.record("c3-b", 1), helpers.record("c3-c", 3)],
+        ),
+    )
 
 
 def test_missing_seqs_per_device_within_the_window(api, helpers):
@@ -41,8 +50,7 @@ def test_metrics_endpoint_serves_the_gauge_after_a_background_scan(api, helpers)
     assert "edgebuf_cloud_seq_missing{" not in text
     load(api, helpers)
     registered = api.app.state.cloud.metrics.registry._collector_to_names  # no public list
-    collector = next(c for c in registered
-                     if isinstance(c, SeqGapCollector))
+    collector = next(c for c in registered if isinstance(c, SeqGapCollector))
     collector.ttl = 0.0  # rescan on every scrape
     deadline = time.monotonic() + 10
     while 'edgebuf_cloud_seq_missing{device_id="cam-1"} 8.0' not in text:
@@ -57,8 +65,9 @@ def test_a_failed_scan_is_counted_and_clears_the_figures():
     def broken_connect():
         raise OSError("database gone")
 
-    collector = SeqGapCollector(types.SimpleNamespace(engine=types.SimpleNamespace(
-        connect=broken_connect)))
+    collector = SeqGapCollector(
+        types.SimpleNamespace(engine=types.SimpleNamespace(connect=broken_connect))
+    )
     collector.missing = {"cam-1": 3}
     collector._scan_in_background()
     assert collector.errors == 1 and collector.missing == {}

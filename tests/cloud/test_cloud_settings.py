@@ -12,8 +12,14 @@ from cloud.settings import DEFAULT_DATABASE_URL, CloudSettings
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch):
-    for name in ("DATABASE_URL", "EDGEBUF_DATABASE_URL", "EDGEBUF_API_KEYS",
-                 "EDGEBUF_DEVICE_KEYS", "EDGEBUF_MAX_BATCH_RECORDS", "EDGEBUF_MIGRATE"):
+    for name in (
+        "DATABASE_URL",
+        "EDGEBUF_DATABASE_URL",
+        "EDGEBUF_API_KEYS",
+        "EDGEBUF_DEVICE_KEYS",
+        "EDGEBUF_MAX_BATCH_RECORDS",
+        "EDGEBUF_MIGRATE",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -65,8 +71,9 @@ def test_authenticator_maps_tokens_to_principals():
     assert not Authenticator(CloudSettings()).enabled
 
 
-@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:", "mysql://x/y",
-                                 "postgresql+psycopg2://u@h/d"])
+@pytest.mark.parametrize(
+    "url", ["sqlite://", "sqlite:///:memory:", "mysql://x/y", "postgresql+psycopg2://u@h/d"]
+)
 def test_unsupported_databases_are_refused(url):
     with pytest.raises(ValueError):
         create_db_engine(CloudSettings(database_url=url))

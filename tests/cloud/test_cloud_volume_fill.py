@@ -34,23 +34,32 @@ def _tables(url: str) -> dict[str, list[tuple[Any, ...]]]:
     try:
         with engine.connect() as conn:
             out = {
-                "predictions": sorted(tuple(r) for r in conn.execute(text(
-                    "SELECT device_id, record_id, seq, image_id, ts, model_version, prediction"
-                    " FROM predictions"))),
-                "detection_counts": sorted(tuple(r) for r in conn.execute(text(
-                    "SELECT * FROM detection_counts"))),
+                "predictions": sorted(
+                    tuple(r)
+                    for r in conn.execute(
+                        text(
+                            "SELECT device_id, record_id, seq, image_id, ts, model_version, prediction"
+                            " FROM predictions"
+                        )
+                    )
+                ),
+                "detection_counts": sorted(
+                    tuple(r) for r in conn.execute(text("SELECT * FROM detection_counts"))
+                ),
             }
             for table in DERIVED_TABLES:
                 rows = conn.execute(text(f"SELECT * FROM {table}")).mappings().all()
-                out[table] = sorted(tuple(v for k, v in row.items() if k != "max_received_at")
-                                    for row in rows)
+                out[table] = sorted(
+                    tuple(v for k, v in row.items() if k != "max_received_at") for row in rows
+                )
         return out
     finally:
         engine.dispose()
 
 
 def test_the_benchmarks_fill_equals_ingest_through_the_service(
-        database_url, make_cloud_client, request, monkeypatch):
+    database_url, make_cloud_client, request, monkeypatch
+):
     monkeypatch.setattr(cloud_volume, "GAP_EVERY", 400)  # gaps inside this small fill too
     # The service's copy, on the parametrized backend ...
     api = make_cloud_client()
@@ -58,12 +67,17 @@ def test_the_benchmarks_fill_equals_ingest_through_the_service(
     for k0, k1 in STEPS:
         for index in range(DEVICES):
             for start in range(k0, k1, 400):
-                records = ",".join(cloud_volume.wire_record(BASE, index, k, texts)
-                                   for k in range(start, min(k1, start + 400)))
-                body = (f'{{"device_id":"{cloud_volume.device_name(index)}",'
-                        f'"batch_id":"b{index}-{start}","records":[{records}]}}')
-                answer = api.post("/log", content=body,
-                                  headers={"content-type": "application/json"})
+                records = ",".join(
+                    cloud_volume.wire_record(BASE, index, k, texts)
+                    for k in range(start, min(k1, start + 400))
+                )
+                body = (
+                    f'{{"device_id":"{cloud_volume.device_name(index)}",'
+                    f'"batch_id":"b{index}-{start}","records":[{records}]}}'
+                )
+                answer = api.post(
+                    "/log", content=body, headers={"content-type": "application/json"}
+                )
                 assert answer.status_code == 200, answer.text
     served = _tables(database_url)
     # ... and the benchmark's fill into a second database of the same backend.

@@ -36,8 +36,12 @@ def test_multi_frame_zstd_body_is_accepted(api, helpers):
 
 @pytest.mark.parametrize(
     "body",
-    [b"not zstd at all", b"", zstd(b'{"a": 1}' * 200)[:-6],
-     zstd(b'{"a": 1}') + b"\x00\x00"],  # trailing garbage after a frame
+    [
+        b"not zstd at all",
+        b"",
+        zstd(b'{"a": 1}' * 200)[:-6],
+        zstd(b'{"a": 1}') + b"\x00\x00",
+    ],  # trailing garbage after a frame
 )
 def test_bad_zstd_is_400(api, body):
     answer = api.post("/log", content=body, headers=ZSTD)

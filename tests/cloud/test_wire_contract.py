@@ -23,8 +23,21 @@ from edgebuf.wire import MAX_IMAGE_ID, MAX_MODEL_VERSION
 _text = st.one_of(
     st.text(max_size=40),
     st.text(alphabet=st.characters(codec=None), max_size=20),  # includes lone surrogates
-    st.sampled_from(["frame\x00x", "\x00", "a\ud800b", "é" * 300, "x" * 128, "x" * 129,
-                     "x" * 256, "x" * 257, "", "\n", "\x7f\x1b"]),  # fmt: skip
+    st.sampled_from(
+        [
+            "frame\x00x",
+            "\x00",
+            "a\ud800b",
+            "é" * 300,
+            "x" * 128,
+            "x" * 129,
+            "x" * 256,
+            "x" * 257,
+            "",
+            "\n",
+            "\x7f\x1b",
+        ]
+    ),  # fmt: skip
 )
 _json_scalar = st.one_of(
     st.none(), st.booleans(), st.integers(-(2**63), 2**63), st.floats(allow_nan=False,
@@ -33,7 +46,8 @@ _json_scalar = st.one_of(
 _prediction = st.recursive(
     st.dictionaries(st.text(max_size=10), _json_scalar, max_size=4),
     lambda inner: st.dictionaries(
-        st.text(max_size=10), st.one_of(_json_scalar, inner, st.lists(inner, max_size=3)),
+        st.text(max_size=10),
+        st.one_of(_json_scalar, inner, st.lists(inner, max_size=3)),
         max_size=3,
     ),
     max_leaves=20,
@@ -55,7 +69,9 @@ def _wire(text: str, image_id: str | None, ts: float, version: str | None) -> Bu
 @given(prediction=_prediction, image_id=st.one_of(st.none(), _text),
        model_version=st.one_of(st.none(), _text),
        timestamp=st.one_of(st.none(), st.floats(0, 4e9), st.integers(0, 2**40)))  # fmt: skip
-def test_what_the_edge_accepts_the_cloud_stores(api, prediction, image_id, model_version, timestamp):
+def test_what_the_edge_accepts_the_cloud_stores(
+    api, prediction, image_id, model_version, timestamp
+):
     try:
         rec = prepare_record(prediction, image_id=image_id, model_version=model_version,
                              timestamp=timestamp, now=1.0e9, max_bytes=1 << 20)  # fmt: skip
@@ -83,7 +99,9 @@ def test_text_the_edge_refuses_the_cloud_refuses(api, image_id, model_version):
         record = {"record_id": uuid.uuid4().hex, "seq": 1, "timestamp": 1.0,
                   "prediction": {"ok": 1}, field: value}  # fmt: skip
         body = json.dumps({"device_id": "cam-1", "batch_id": "b", "records": [record]})
-        status = api.post("/log", content=body, headers={"Content-Type": "application/json"}).status_code
+        status = api.post(
+            "/log", content=body, headers={"Content-Type": "application/json"}
+        ).status_code
         assert (status == 200) == edge_ok, (field, value[:40], len(value), limit, status)
 
 

@@ -62,7 +62,11 @@ def _graph() -> dict[str, set[str]]:
 
 
 def _is_core(name: str) -> bool:
-    return name in CORE or name.startswith(tuple(p + "." for p in CORE_PACKAGES)) or name in CORE_PACKAGES
+    return (
+        name in CORE
+        or name.startswith(tuple(p + "." for p in CORE_PACKAGES))
+        or name in CORE_PACKAGES
+    )
 
 
 def test_no_import_cycles():

@@ -76,7 +76,9 @@ class SizeLimitProxy(ScriptedCloud):
         parsed = json.loads(gzip.decompress(body) if body[:2] == b"\x1f\x8b" else body)
         if {r["record_id"] for r in parsed["records"]} & self.big:
             self.statuses.append(413)
-            return SendResult(413, error="HTTP 413 not from the cloud: 413 Request Entity Too Large")
+            return SendResult(
+                413, error="HTTP 413 not from the cloud: 413 Request Entity Too Large"
+            )
         return super().send(body)
 
 
@@ -120,15 +122,14 @@ class BadAcks(ScriptedCloud):
         if not self.wrong:
             return ok
         if self.wrong == "batch":
-            return SendResult(200, batch_id="someone-else", accepted=ok.accepted,
-                              duplicates=ok.duplicates)
+            return SendResult(
+                200, batch_id="someone-else", accepted=ok.accepted, duplicates=ok.duplicates
+            )
         return SendResult(200, batch_id=ok.batch_id, accepted=0, duplicates=0)
 
 
 @pytest.mark.parametrize("wrong", ["batch", "count"])
-def test_an_acknowledgement_of_another_batch_or_count_marks_nothing_sent(
-    make_client, clock, wrong
-):
+def test_an_acknowledgement_of_another_batch_or_count_marks_nothing_sent(make_client, clock, wrong):
     cloud = BadAcks(wrong)
     client = make_client(transport=cloud)
     log_n(client, 32)
@@ -184,7 +185,9 @@ def test_tls_settings_fail_at_construction(tmp_path, monkeypatch):
         "no such file": {"ca_bundle": tmp_path / "missing.pem"},
         "not a readable PEM of CAs": {"ca_bundle": garbage},
         "cannot load the certificate and its key": {
-            "client_cert": one.cert, "client_key": two.key},  # mismatched key
+            "client_cert": one.cert,
+            "client_key": two.key,
+        },  # mismatched key
         "client_key is set without client_cert": {"client_key": one.key},
     }
     for words, kwargs in cases.items():
@@ -197,9 +200,13 @@ def test_tls_settings_fail_at_construction(tmp_path, monkeypatch):
 
     key = serialization.load_pem_private_key(one.key.read_bytes(), None)
     locked = tmp_path / "locked.key"
-    locked.write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.BestAvailableEncryption(b"secret")))
+    locked.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"secret"),
+        )
+    )
     with pytest.raises(ConfigError, match="is encrypted"):
         EnhancedAsyncLoggingClient(**base, client_cert=one.cert, client_key=locked)
     assert not (tmp_path / "b.db").exists()  # nothing opened

@@ -13,8 +13,14 @@ from edgebuf.clock import FakeClock
 from edgebuf.delivery.concurrency import AdaptiveConcurrency, FixedConcurrency
 
 
-def drive(policy: AdaptiveConcurrency, clock: FakeClock, rtt: float, capacity: float,
-          seconds: float, fail: bool = False) -> list[int]:
+def drive(
+    policy: AdaptiveConcurrency,
+    clock: FakeClock,
+    rtt: float,
+    capacity: float,
+    seconds: float,
+    fail: bool = False,
+) -> list[int]:
     """Run the model for ``seconds``: each round, ``limit`` requests go out and come back."""
     limits = []
     end = clock.monotonic() + seconds
@@ -36,7 +42,7 @@ def test_grows_to_fill_a_long_thin_pipe_quickly() -> None:
     # Slow start: 2 -> 4 -> 8 -> 16 -> 32 within a few round trips, not 20 windows.
     assert max(limits[:8]) >= 22, limits
     # Then it settles around the pipe: never below what fills it by much, never to max.
-    settled = limits[len(limits) // 2:]
+    settled = limits[len(limits) // 2 :]
     assert min(settled) >= 0.8 * 22 and max(settled) <= 1.6 * 22, settled
 
 
@@ -44,7 +50,7 @@ def test_stays_low_when_one_request_already_fills_the_pipe() -> None:
     clock = FakeClock()
     policy = AdaptiveConcurrency(clock, initial=2, max_limit=32)
     limits = drive(policy, clock, rtt=0.6, capacity=1.5, seconds=60)
-    assert max(limits[len(limits) // 2:]) <= 4, limits  # more only queues
+    assert max(limits[len(limits) // 2 :]) <= 4, limits  # more only queues
 
 
 def test_halves_on_429_or_503_once_per_window() -> None:

@@ -73,8 +73,9 @@ def test_sigkill_before_any_fold_loses_no_count_and_no_sequence(tmp_path):
         print("committed", flush=True)
         sys.stdin.read()  # wait to be killed, counters never folded
     """)
-    proc = subprocess.Popen([sys.executable, "-c", writer], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", writer], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     try:
         assert proc.stdout.readline().strip() == "committed"
         assert folded_on_disk(path)["total_buffered"] == 0
@@ -85,8 +86,12 @@ def test_sigkill_before_any_fold_loses_no_count_and_no_sequence(tmp_path):
         meta = store.metadata()
         assert {k: meta[k] for k in ("total_buffered", "live_bytes", "seq:cam")} == from_rows(path)
         store.add_prediction("cam", rec(1))  # the sequence goes on where the killed one stopped
-        assert sqlite3.connect(path).execute(
-            "SELECT seq FROM prediction_buffer ORDER BY id DESC LIMIT 1").fetchone()[0] == 301
+        assert (
+            sqlite3.connect(path)
+            .execute("SELECT seq FROM prediction_buffer ORDER BY id DESC LIMIT 1")
+            .fetchone()[0]
+            == 301
+        )
         assert store.metadata()["total_buffered"] == 301
 
 
@@ -104,14 +109,23 @@ def test_deleting_the_newest_rows_then_inserting_keeps_counts_exact(tmp_path, ex
             assert store.delete_rows(conn, "seq >= 5", (), "evicted_capacity") == 4
         store.add_predictions("cam", [rec(8), rec(9), rec(10)])  # get ids 5, 6, 7 again
         meta = store.metadata()
-        live = sqlite3.connect(path).execute(
-            "SELECT sum(length(prediction_data)) + count(*) * ? FROM prediction_buffer",
-            (ROW_OVERHEAD,)).fetchone()[0]
+        live = (
+            sqlite3.connect(path)
+            .execute(
+                "SELECT sum(length(prediction_data)) + count(*) * ? FROM prediction_buffer",
+                (ROW_OVERHEAD,),
+            )
+            .fetchone()[0]
+        )
         assert meta["total_buffered"] == 11 and meta["evicted_capacity"] == 4
         assert meta["live_bytes"] == live
         assert meta["seq:cam"] == 11
-        seqs = [s for (s,) in sqlite3.connect(path).execute(
-            "SELECT seq FROM prediction_buffer ORDER BY id")]
+        seqs = [
+            s
+            for (s,) in sqlite3.connect(path).execute(
+                "SELECT seq FROM prediction_buffer ORDER BY id"
+            )
+        ]
         assert seqs == [1, 2, 3, 4, 9, 10, 11]  # sequences never reused
     with LocalBufferManager(path) as store:  # and again after a restart
         assert store.metadata()["total_buffered"] == 11
@@ -135,7 +149,6 @@ def test_a_schema_1_buffer_keeps_its_counters(tmp_path):
     assert folded_on_disk(path)[COUNTED_THROUGH] == 6
 
 
-
 def test_folding_in_steps_counts_every_row_once(tmp_path):
     path = tmp_path / "b.db"
     with LocalBufferManager(path) as store:
@@ -146,7 +159,9 @@ def test_folding_in_steps_counts_every_row_once(tmp_path):
         assert store.fold_in_steps(step=4) == 6  # 11, then 21..25 past the hole
         assert store.fold_in_steps(step=4) == 0
         meta = folded_on_disk(path)
-        assert meta["total_buffered"] == 16 and meta[COUNTED_THROUGH] == 25 and meta["seq:cam"] == 25
+        assert (
+            meta["total_buffered"] == 16 and meta[COUNTED_THROUGH] == 25 and meta["seq:cam"] == 25
+        )
 
 
 def test_threads_logging_at_once_get_unique_gapless_sequences(tmp_path):
@@ -164,8 +179,9 @@ def test_threads_logging_at_once_get_unique_gapless_sequences(tmp_path):
         mine = []
         for i in range(150):
             if i % 10 == 0:
-                mine += client.log_predictions([{"prediction": {"w": w, "i": i, "k": k}}
-                                                for k in range(5)])
+                mine += client.log_predictions(
+                    [{"prediction": {"w": w, "i": i, "k": k}} for k in range(5)]
+                )
             else:
                 mine.append(client.log_prediction({"w": w, "i": i}))
         with lock:
@@ -180,9 +196,14 @@ def test_threads_logging_at_once_get_unique_gapless_sequences(tmp_path):
     client.close(timeout=0)
     expected = 8 * (135 + 15 * 5)
     assert len(ids) == len(set(ids)) == expected
-    seqs = sorted(s for (s,) in sqlite3.connect(tmp_path / "b.db").execute(
-        "SELECT seq FROM prediction_buffer"))
+    seqs = sorted(
+        s
+        for (s,) in sqlite3.connect(tmp_path / "b.db").execute("SELECT seq FROM prediction_buffer")
+    )
     assert seqs == list(range(1, expected + 1))
     assert meta["total_buffered"] == expected and meta["seq:cam"] == expected
     assert from_rows(tmp_path / "b.db") == {
-        "total_buffered": expected, "live_bytes": meta["live_bytes"], "seq:cam": expected}
+        "total_buffered": expected,
+        "live_bytes": meta["live_bytes"],
+        "seq:cam": expected,
+    }

@@ -112,8 +112,14 @@ def test_second_client_on_same_file_is_refused(tmp_path):
             LocalBufferManager(path)
         LocalBufferManager(path, exclusive=False).close()  # readers and tools are fine
         other = subprocess.run(
-            [sys.executable, "-c", f"from edgebuf import LocalBufferManager; LocalBufferManager({str(path)!r})"],
-            capture_output=True, text=True, timeout=60,
+            [
+                sys.executable,
+                "-c",
+                f"from edgebuf import LocalBufferManager; LocalBufferManager({str(path)!r})",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert other.returncode != 0 and "in use by another edgebuf process" in other.stderr
     LocalBufferManager(path).close()  # released on close: the path can be opened again

@@ -115,7 +115,9 @@ class StoreMachine(RuleBasedStateMachine):
         rec = prepare_record({"detections": []}, now=self.clock.time(), max_bytes=1000)
         try:  # bounded: the store may skip the hook while its live-bytes bound has room
             self.store.add_predictions(
-                "cam", [rec], before_commit=manager.make_room,
+                "cam",
+                [rec],
+                before_commit=manager.make_room,
                 capacity_bytes=cap if bounded else None,
             )
         except Exception:

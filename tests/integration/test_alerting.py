@@ -74,8 +74,24 @@ def rules() -> list[dict[str, Any]]:
 
 
 # --------------------------------------------------------------------- PromQL metric names
-_KEYWORDS = {"and", "or", "unless", "by", "without", "on", "ignoring", "group_left",
-             "group_right", "offset", "bool", "atan2", "inf", "nan", "start", "end"}
+_KEYWORDS = {
+    "and",
+    "or",
+    "unless",
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "offset",
+    "bool",
+    "atan2",
+    "inf",
+    "nan",
+    "start",
+    "end",
+}
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`')
 _GROUPING = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)")
 _NAME_MATCHER = re.compile(r'__name__\s*=\s*"([^"]+)"')
@@ -97,10 +113,12 @@ def promql_metric_names(expr: str) -> set[str]:
 
 
 def test_promql_metric_names_parses_what_the_files_use():
-    expr = ('histogram_quantile(0.99, sum by (le, instance) (rate(a_bucket{path!~"/h|/r", '
-            'le="+Inf"}[5m]))) > 1e3 and on (instance) b_total offset 5m / ignoring(x) '
-            'max without (device_id) (c{x="and or d"}) unless count(e:rec[10m:1m]) '
-            'or rate(f[$__rate_interval]) * ${g} + {__name__="h"} - sum(i) by (j)')
+    expr = (
+        'histogram_quantile(0.99, sum by (le, instance) (rate(a_bucket{path!~"/h|/r", '
+        'le="+Inf"}[5m]))) > 1e3 and on (instance) b_total offset 5m / ignoring(x) '
+        'max without (device_id) (c{x="and or d"}) unless count(e:rec[10m:1m]) '
+        'or rate(f[$__rate_interval]) * ${g} + {__name__="h"} - sum(i) by (j)'
+    )
     assert promql_metric_names(expr) == {"a_bucket", "b_total", "c", "e:rec", "f", "h", "i"}
     assert promql_metric_names("up == 0") == {"up"}
     assert promql_metric_names("vector(1)") == set()
@@ -148,9 +166,11 @@ def exported_series_names(exposition: str) -> set[str]:
     for line in exposition.splitlines():
         if line.startswith("# TYPE "):
             _, _, name, kind = line.split(None, 3)
-            suffixes = {"histogram": ("_bucket", "_count", "_sum"),
-                        "gaugehistogram": ("_bucket", "_gcount", "_gsum"),
-                        "summary": ("", "_count", "_sum")}.get(kind, ("",))
+            suffixes = {
+                "histogram": ("_bucket", "_count", "_sum"),
+                "gaugehistogram": ("_bucket", "_gcount", "_gsum"),
+                "summary": ("", "_count", "_sum"),
+            }.get(kind, ("",))
             names.update(name + suffix for suffix in suffixes)
         elif line and not line.startswith("#"):
             names.add(re.split(r"[{\s]", line, maxsplit=1)[0])
@@ -160,12 +180,20 @@ def exported_series_names(exposition: str) -> set[str]:
 def test_exported_series_names_follow_the_exposition_format():
     text = (
         "# HELP a_total x\n# TYPE a_total counter\n"  # labelled counter, no child yet
-        "# HELP h x\n# TYPE h histogram\nh_bucket{le=\"+Inf\"} 0.0\nh_count 0.0\nh_sum 0.0\n"
+        '# HELP h x\n# TYPE h histogram\nh_bucket{le="+Inf"} 0.0\nh_count 0.0\nh_sum 0.0\n'
         "# HELP s x\n# TYPE s summary\n"
-        "# HELP g x\n# TYPE g gauge\ng{k=\"v\"} 1.0\n"
+        '# HELP g x\n# TYPE g gauge\ng{k="v"} 1.0\n'
     )
-    assert exported_series_names(text) == {"a_total", "h_bucket", "h_count", "h_sum", "s",
-                                           "s_count", "s_sum", "g"}
+    assert exported_series_names(text) == {
+        "a_total",
+        "h_bucket",
+        "h_count",
+        "h_sum",
+        "s",
+        "s_count",
+        "s_sum",
+        "g",
+    }
 
 
 # --------------------------------------------------------------------- the edge's figures
@@ -176,10 +204,17 @@ def test_edge_metrics_count_what_the_buffer_counts(make_client, clock, cloud, tm
     from fastapi.testclient import TestClient  # here: importing it warns (httpx deprecation)
 
     def scrape(client: Any) -> dict[str, float]:
-        text = TestClient(create_edge_app(EdgeService(client, FakeDetector, "synthetic"))
-                          ).get("/metrics").text
-        return {s.name: s.value for f in text_string_to_metric_families(text)
-                for s in f.samples if not s.labels}
+        text = (
+            TestClient(create_edge_app(EdgeService(client, FakeDetector, "synthetic")))
+            .get("/metrics")
+            .text
+        )
+        return {
+            s.name: s.value
+            for f in text_string_to_metric_families(text)
+            for s in f.samples
+            if not s.labels
+        }
 
     client = make_client(capacity_bytes=64 * 1024)
     ids = [client.log_prediction(DET, image_id=f"a{i}") for i in range(3)]
@@ -191,7 +226,8 @@ def test_edge_metrics_count_what_the_buffer_counts(make_client, clock, cloud, tm
     conn = client.store.read_connection()
     try:
         dropped = conn.execute(
-            "SELECT count(*) FROM dropped_records WHERE reason = 'capacity'").fetchone()[0]
+            "SELECT count(*) FROM dropped_records WHERE reason = 'capacity'"
+        ).fetchone()[0]
     finally:
         conn.close()
     assert got["edgebuf_records_buffered_total"] == meta["total_buffered"] == 603
@@ -206,8 +242,9 @@ def test_edge_metrics_count_what_the_buffer_counts(make_client, clock, cloud, tm
     assert got["edgebuf_last_success_timestamp_seconds"] > 0
     assert got["edgebuf_log_rejected_total"] == 0
 
-    full = make_client(db_path=tmp_path / "reject.db", capacity_bytes=64 * 1024,
-                       overflow_policy="reject")
+    full = make_client(
+        db_path=tmp_path / "reject.db", capacity_bytes=64 * 1024, overflow_policy="reject"
+    )
     with pytest.raises(BufferFullError):
         while True:
             full.log_prediction(DET)
@@ -218,11 +255,19 @@ def test_edge_metrics_count_what_the_buffer_counts(make_client, clock, cloud, tm
 def test_every_rule_is_an_alert_with_severity_summary_description_and_a_sane_for():
     found = rules()
     assert len(found) >= 10
-    required = {"EdgebufBacklogGrowing", "EdgebufOldestPendingTooOld",
-                "EdgebufCloudUnreachable", "EdgebufRecordsDeadLettered",
-                "EdgebufRecordsEvicted", "EdgebufDiskHeadroomLow", "EdgebufBufferNearCapacity",
-                "EdgebufCloudErrorRate", "EdgebufCloudIngestLatencyHigh",
-                "EdgebufCloudDatabaseUnavailable", "EdgebufCloudSeqGapsPersist"}
+    required = {
+        "EdgebufBacklogGrowing",
+        "EdgebufOldestPendingTooOld",
+        "EdgebufCloudUnreachable",
+        "EdgebufRecordsDeadLettered",
+        "EdgebufRecordsEvicted",
+        "EdgebufDiskHeadroomLow",
+        "EdgebufBufferNearCapacity",
+        "EdgebufCloudErrorRate",
+        "EdgebufCloudIngestLatencyHigh",
+        "EdgebufCloudDatabaseUnavailable",
+        "EdgebufCloudSeqGapsPersist",
+    }
     assert required <= {r.get("alert") for r in found}
     for rule in found:
         assert "alert" in rule, rule
@@ -261,8 +306,11 @@ def test_every_rule_has_a_unit_test_that_sees_it_fire(tmp_path):
     promtool = tool("promtool")
     mutants: list[tuple[str, list[str]]] = []
     for path in RULE_FILES:
-        tests = [t for t in RULE_TESTS
-                 if f"../{path.name}" in yaml.safe_load(t.read_text())["rule_files"]]
+        tests = [
+            t
+            for t in RULE_TESTS
+            if f"../{path.name}" in yaml.safe_load(t.read_text())["rule_files"]
+        ]
         assert tests, f"no unit test file loads {path.name}"
         doc = yaml.safe_load(path.read_text())
         for g, group in enumerate(doc["groups"]):
@@ -273,11 +321,15 @@ def test_every_rule_has_a_unit_test_that_sees_it_fire(tmp_path):
                 mutated["groups"][g]["rules"][r]["expr"] = "vector(1) == 0"
                 (folder / path.name).write_text(yaml.safe_dump(mutated, sort_keys=False))
                 copies = [str(shutil.copy(t, folder / "tests" / t.name)) for t in tests]
-                mutants.append((f"{path.name}: {rule['alert']} ({rule['labels']['severity']})",
-                                copies))
+                mutants.append(
+                    (f"{path.name}: {rule['alert']} ({rule['labels']['severity']})", copies)
+                )
     result = run([promtool, "test", "rules", *(t for _, tests in mutants for t in tests)])
-    passed = {section.split()[0] for section in result.stdout.split("Unit Testing:")[1:]
-              if "SUCCESS" in section}
+    passed = {
+        section.split()[0]
+        for section in result.stdout.split("Unit Testing:")[1:]
+        if "SUCCESS" in section
+    }
     undetected = [name for name, tests in mutants if all(t in passed for t in tests)]
     assert not undetected, f"disabled without any unit test failing: {undetected}"
     assert len(mutants) == len(rules())
@@ -290,9 +342,22 @@ def test_dashboard_panels_are_well_formed():
     ids = [p["id"] for p in board["panels"]]
     assert len(ids) == len(set(ids))
     titles = " | ".join(p["title"].lower() for p in board["panels"])
-    for topic in ("backlog", "by status", "oldest pending", "cloud reachable", "sent",
-                  "dead-lettered", "evicted", "disk headroom", "capacity", "requests per second",
-                  "p50 / p99", "accepted and duplicate", "database unavailable", "gaps"):
+    for topic in (
+        "backlog",
+        "by status",
+        "oldest pending",
+        "cloud reachable",
+        "sent",
+        "dead-lettered",
+        "evicted",
+        "disk headroom",
+        "capacity",
+        "requests per second",
+        "p50 / p99",
+        "accepted and duplicate",
+        "database unavailable",
+        "gaps",
+    ):
         assert topic in titles, topic
     for panel in board["panels"]:
         if panel["type"] == "row":
@@ -326,13 +391,23 @@ def fast_rules(doc: dict[str, Any]) -> dict[str, Any]:
                 rule["for"] = fast_duration(rule["for"])
             rule["expr"] = re.sub(
                 r"\[([^\]:]+)(:[^\]]*)?\]",
-                lambda m: f"[{fast_duration(m.group(1))}{m.group(2) or ''}]", rule["expr"])
+                lambda m: f"[{fast_duration(m.group(1))}{m.group(2) or ''}]",
+                rule["expr"],
+            )
     return out
 
 
 def test_fast_rules_scale_for_and_windows():
-    doc = {"groups": [{"name": "g", "rules": [
-        {"alert": "A", "expr": "deriv(x[10m]) > 0 and rate(y[1h]) > 1", "for": "15m"}]}]}
+    doc = {
+        "groups": [
+            {
+                "name": "g",
+                "rules": [
+                    {"alert": "A", "expr": "deriv(x[10m]) > 0 and rate(y[1h]) > 1", "for": "15m"}
+                ],
+            }
+        ]
+    }
     rule = fast_rules(doc)["groups"][0]["rules"][0]
     assert rule["for"] == "7500ms"
     assert rule["expr"] == "deriv(x[5000ms]) > 0 and rate(y[30000ms]) > 1"
@@ -346,8 +421,12 @@ class Stack:
     edge_log: Path
 
 
-def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 30.0,
-             log: Callable[[], str] = lambda: "") -> Any:
+def wait_for(
+    predicate: Callable[[], Any],
+    what: str,
+    timeout: float = 30.0,
+    log: Callable[[], str] = lambda: "",
+) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -368,24 +447,54 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     cloud = CloudServer(f"sqlite:///{tmp}/cloud.db")
     cloud.start()
     port = free_port()
-    env = {**os.environ, "BUFFER_DB_PATH": str(tmp / "edge" / "buffer.db"),
-           "CLOUD_LOGGING_ENDPOINT": cloud.url, "DEVICE_ID": "cam-alerts",
-           "EDGEBUF_BATCH_TIMEOUT": "0.2", "EDGEBUF_MONITOR_INTERVAL": "0.3",
-           "EDGEBUF_REQUEST_TIMEOUT": "1", "EDGEBUF_HEALTH_TIMEOUT": "0.5",
-           "EDGEBUF_MAX_RETRIES": "1", "EDGEBUF_BACKOFF_BASE": "0.05",
-           "EDGEBUF_BACKOFF_CAP": "0.5"}
+    env = {
+        **os.environ,
+        "BUFFER_DB_PATH": str(tmp / "edge" / "buffer.db"),
+        "CLOUD_LOGGING_ENDPOINT": cloud.url,
+        "DEVICE_ID": "cam-alerts",
+        "EDGEBUF_BATCH_TIMEOUT": "0.2",
+        "EDGEBUF_MONITOR_INTERVAL": "0.3",
+        "EDGEBUF_REQUEST_TIMEOUT": "1",
+        "EDGEBUF_HEALTH_TIMEOUT": "0.5",
+        "EDGEBUF_MAX_RETRIES": "1",
+        "EDGEBUF_BACKOFF_BASE": "0.05",
+        "EDGEBUF_BACKOFF_CAP": "0.5",
+    }
     log_path = tmp / "edge.log"
-    cmd = [sys.executable, "-m", "edgebuf.ops.cli", "edge", "--source", "synthetic",
-           "--detector", "fake", "--fps", "40", "--port", str(port), "--flush-timeout", "1",
-           "--log-level", "warning"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "edgebuf.ops.cli",
+        "edge",
+        "--source",
+        "synthetic",
+        "--detector",
+        "fake",
+        "--fps",
+        "40",
+        "--port",
+        str(port),
+        "--flush-timeout",
+        "1",
+        "--log-level",
+        "warning",
+    ]
     with open(log_path, "wb") as log:
         edge = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_for(lambda: httpx.get(f"{url}/ready").status_code == 200, "the edge's /ready",
-                 60, log_path.read_text)
-        wait_for(lambda: httpx.get(f"{url}/status").json()["counts"]["sent"] > 0,
-                 "a first delivery", 30, log_path.read_text)
+        wait_for(
+            lambda: httpx.get(f"{url}/ready").status_code == 200,
+            "the edge's /ready",
+            60,
+            log_path.read_text,
+        )
+        wait_for(
+            lambda: httpx.get(f"{url}/status").json()["counts"]["sent"] > 0,
+            "a first delivery",
+            30,
+            log_path.read_text,
+        )
         yield Stack(cloud, edge, url, log_path)
     finally:
         edge.kill()
@@ -400,8 +509,11 @@ def test_every_metric_in_the_rules_and_the_dashboard_is_exported(stack):
     assert "edgebuf_buffer_records" in edge and "edgebuf_cloud_batch_seconds_bucket" in cloud
     used = referenced_metrics()
     assert len(used) >= 20
-    missing = {name: sorted(where) for name, where in used.items()
-               if name not in edge | cloud | PROMETHEUS_MADE}
+    missing = {
+        name: sorted(where)
+        for name, where in used.items()
+        if name not in edge | cloud | PROMETHEUS_MADE
+    }
     assert not missing, f"named in deploy/ but exported by neither service: {missing}"
 
 
@@ -412,8 +524,12 @@ def alerts(base: str) -> list[dict[str, Any]]:
 
 
 def firing(base: str, name: str, instance: str) -> bool:
-    return any(a["labels"]["alertname"] == name and a["state"] == "firing"
-               and a["labels"].get("instance") == instance for a in alerts(base))
+    return any(
+        a["labels"]["alertname"] == name
+        and a["state"] == "firing"
+        and a["labels"].get("instance") == instance
+        for a in alerts(base)
+    )
 
 
 def test_a_real_prometheus_fires_cloud_unreachable_and_backlog_on_an_outage(stack, tmp_path):
@@ -428,8 +544,11 @@ def test_a_real_prometheus_fires_cloud_unreachable_and_backlog_on_an_outage(stac
     cloud_target = stack.cloud.url.removeprefix("http://")
     # The shipped example with these targets, a 1 s clock and the scaled rules.
     config = yaml.safe_load(EXAMPLE_CONFIG.read_text())
-    config["global"] = {"scrape_interval": "1s", "scrape_timeout": "1s",
-                        "evaluation_interval": "1s"}
+    config["global"] = {
+        "scrape_interval": "1s",
+        "scrape_timeout": "1s",
+        "evaluation_interval": "1s",
+    }
     config["rule_files"] = [str(rules_dir / name) for name in config["rule_files"]]
     targets = {EDGE_JOB: edge_target, CLOUD_JOB: cloud_target}
     for job in config["scrape_configs"]:
@@ -440,17 +559,32 @@ def test_a_real_prometheus_fires_cloud_unreachable_and_backlog_on_an_outage(stac
     log_path = tmp_path / "prometheus.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [prometheus, f"--config.file={tmp_path / 'prometheus.yml'}",
-             f"--storage.tsdb.path={tmp_path / 'data'}", f"--web.listen-address=127.0.0.1:{port}",
-             "--log.level=warn"], stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
+            [
+                prometheus,
+                f"--config.file={tmp_path / 'prometheus.yml'}",
+                f"--storage.tsdb.path={tmp_path / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--log.level=warn",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=tmp_path,
+        )
 
     def prom_log() -> str:
-        return log_path.read_text(errors="replace")[-3000:] + "\n" + \
-            stack.edge_log.read_text(errors="replace")[-2000:]
+        return (
+            log_path.read_text(errors="replace")[-3000:]
+            + "\n"
+            + stack.edge_log.read_text(errors="replace")[-2000:]
+        )
 
     try:
-        wait_for(lambda: httpx.get(f"{base}/-/ready").status_code == 200, "Prometheus ready",
-                 30, prom_log)
+        wait_for(
+            lambda: httpx.get(f"{base}/-/ready").status_code == 200,
+            "Prometheus ready",
+            30,
+            prom_log,
+        )
 
         def both_up() -> bool:
             answer = httpx.get(f"{base}/api/v1/query", params={"query": "up"}).json()
@@ -462,20 +596,31 @@ def test_a_real_prometheus_fires_cloud_unreachable_and_backlog_on_an_outage(stac
             groups = httpx.get(f"{base}/api/v1/rules").json()["data"]["groups"]
             found = [r for g in groups for r in g["rules"]]
             return len(found) == len(rules()) and all(
-                r["health"] == "ok" and r["lastEvaluation"] > "2000" for r in found)
+                r["health"] == "ok" and r["lastEvaluation"] > "2000" for r in found
+            )
 
         wait_for(evaluated, "every rule evaluated without error", 30, prom_log)
         # With the cloud up, neither alert is even pending.
         states = {(a["labels"]["alertname"], a["state"]) for a in alerts(base)}
-        assert not {name for name, _ in states} & {"EdgebufCloudUnreachable",
-                                                   "EdgebufBacklogGrowing"}, states
+        assert not {name for name, _ in states} & {
+            "EdgebufCloudUnreachable",
+            "EdgebufBacklogGrowing",
+        }, states
 
         stack.cloud.kill()  # SIGKILL: a crash, no goodbye
         killed_at = time.monotonic()
-        wait_for(lambda: firing(base, "EdgebufCloudUnreachable", edge_target),
-                 "EdgebufCloudUnreachable firing", 30, prom_log)
-        wait_for(lambda: firing(base, "EdgebufBacklogGrowing", edge_target),
-                 "EdgebufBacklogGrowing firing", 40, prom_log)
+        wait_for(
+            lambda: firing(base, "EdgebufCloudUnreachable", edge_target),
+            "EdgebufCloudUnreachable firing",
+            30,
+            prom_log,
+        )
+        wait_for(
+            lambda: firing(base, "EdgebufBacklogGrowing", edge_target),
+            "EdgebufBacklogGrowing firing",
+            40,
+            prom_log,
+        )
         took = time.monotonic() - killed_at
         assert firing(base, "EdgebufCloudDown", cloud_target)
         status = httpx.get(f"{stack.edge_url}/status").json()

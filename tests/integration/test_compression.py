@@ -16,10 +16,18 @@ from edgebuf.delivery.http import HttpTransport
 
 
 def body(n: int, prefix: str = "r") -> bytes:
-    records = [{"record_id": f"{prefix}-{i}", "seq": i + 1, "timestamp": 1_767_225_600.0 + i,
-                "prediction": {"detections": [{"class_name": "part", "confidence": 0.5}]}}
-               for i in range(n)]
-    return json.dumps({"device_id": "cam-z", "batch_id": f"b-{prefix}", "records": records}).encode()
+    records = [
+        {
+            "record_id": f"{prefix}-{i}",
+            "seq": i + 1,
+            "timestamp": 1_767_225_600.0 + i,
+            "prediction": {"detections": [{"class_name": "part", "confidence": 0.5}]},
+        }
+        for i in range(n)
+    ]
+    return json.dumps(
+        {"device_id": "cam-z", "batch_id": f"b-{prefix}", "records": records}
+    ).encode()
 
 
 class _OldCloud(BaseHTTPRequestHandler):
@@ -32,8 +40,11 @@ class _OldCloud(BaseHTTPRequestHandler):
         encoding = self.headers.get("Content-Encoding", "identity")
         _OldCloud.seen.append(encoding)
         ok = encoding in ("gzip", "identity")
-        answer = json.dumps({"accepted": 1, "duplicates": 0} if ok
-                            else {"detail": f"unsupported Content-Encoding {encoding!r}"}).encode()
+        answer = json.dumps(
+            {"accepted": 1, "duplicates": 0}
+            if ok
+            else {"detail": f"unsupported Content-Encoding {encoding!r}"}
+        ).encode()
         self.send_response(200 if ok else 415)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(answer)))
@@ -124,6 +135,5 @@ assert not bad, bad
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=120)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, (done.returncode, done.stderr[-2000:])

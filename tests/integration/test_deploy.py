@@ -55,7 +55,9 @@ class Dockerfile:
 
     def __init__(self, path: Path) -> None:
         text = re.sub(r"\\\n", " ", path.read_text())
-        self.lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+        self.lines = [
+            ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")
+        ]
 
     def instructions(self, name: str) -> list[str]:
         return [ln.split(None, 1)[1] for ln in self.lines if ln.split(None, 1)[0] == name]
@@ -206,8 +208,11 @@ def all_env_names() -> dict[str, str]:
 def test_every_env_var_is_one_the_code_reads():
     names = all_env_names()
     assert {"BUFFER_DB_PATH", "CLOUD_LOGGING_ENDPOINT", "DATABASE_URL", "DEVICE_ID"} <= set(names)
-    unread = {n: where for n, where in names.items()
-              if not RUNTIME_ENV.match(n) and not env_read_by_code(n)}
+    unread = {
+        n: where
+        for n, where in names.items()
+        if not RUNTIME_ENV.match(n) and not env_read_by_code(n)
+    }
     assert unread == {}
     assert not env_read_by_code("BUFFER_PATH")  # the check itself can fail
 
@@ -222,9 +227,15 @@ def test_every_port_is_the_one_the_service_listens_on():
     assert CLOUD_DOCKERFILE.instructions("EXPOSE") == ["8001"]
     assert COMPOSE["services"]["edge-inference"]["ports"] == [f"{edge_port}:{edge_port}"]
     assert COMPOSE["services"]["logging-service"]["ports"] == [f"{cloud_port}:{cloud_port}"]
-    assert container(by_kind("StatefulSet", "edge-inference"))["ports"][0]["containerPort"] == edge_port
-    assert container(by_kind("Deployment", "logging-service"))["ports"][0]["containerPort"] == cloud_port
-    from edgebuf.service.edge import edge_command
+    assert (
+        container(by_kind("StatefulSet", "edge-inference"))["ports"][0]["containerPort"]
+        == edge_port
+    )
+    assert (
+        container(by_kind("Deployment", "logging-service"))["ports"][0]["containerPort"]
+        == cloud_port
+    )
+    from edgebuf.service.command import edge_command
 
     defaults = {p.name: p.default for p in edge_command.params}
     assert defaults["port"] == edge_port
@@ -240,8 +251,9 @@ def test_probe_paths_answer_200_on_the_apps(tmp_path):
     from edgebuf.service.edge import EdgeService, create_edge_app
     from edgebuf.vision.detector import FakeDetector
 
-    buffer = EnhancedAsyncLoggingClient(db_path=tmp_path / "b.db", device_id="d",
-                                        transport=ScriptedCloud())
+    buffer = EnhancedAsyncLoggingClient(
+        db_path=tmp_path / "b.db", device_id="d", transport=ScriptedCloud()
+    )
     service = EdgeService(buffer, FakeDetector, "synthetic")
     service.load()
     cloud_app = create_app(CloudSettings(database_url=f"sqlite:///{tmp_path}/c.db"))
@@ -323,16 +335,24 @@ def test_the_dockerfile_cmds_start_both_services_and_records_flow(tmp_path):
     edge_env = {**EDGE_DOCKERFILE.env, **COMPOSE["services"]["edge-inference"]["environment"]}
     logs = tmp_path / "cloud.log", tmp_path / "edge.log"
     with open(logs[0], "wb") as cloud_log, open(logs[1], "wb") as edge_log:
-        cloud = subprocess.Popen(local_cmd(CLOUD_DOCKERFILE.cmd, cloud_port), cwd=ROOT,
-                                 env=local_env(cloud_env, tmp_path), stdout=cloud_log,
-                                 stderr=subprocess.STDOUT)
+        cloud = subprocess.Popen(
+            local_cmd(CLOUD_DOCKERFILE.cmd, cloud_port),
+            cwd=ROOT,
+            env=local_env(cloud_env, tmp_path),
+            stdout=cloud_log,
+            stderr=subprocess.STDOUT,
+        )
         edge = None
         try:
             wait_http(f"{cloud_url}/ready", cloud, logs[0])
             assert (tmp_path / "data" / "cloud_predictions.db").exists()
-            edge = subprocess.Popen(local_cmd(EDGE_DOCKERFILE.cmd, edge_port), cwd=ROOT,
-                                    env=local_env(edge_env, tmp_path, cloud_url),
-                                    stdout=edge_log, stderr=subprocess.STDOUT)
+            edge = subprocess.Popen(
+                local_cmd(EDGE_DOCKERFILE.cmd, edge_port),
+                cwd=ROOT,
+                env=local_env(edge_env, tmp_path, cloud_url),
+                stdout=edge_log,
+                stderr=subprocess.STDOUT,
+            )
             wait_http(f"{edge_url}/health", edge, logs[1])
             wait_http(f"{edge_url}/ready", edge, logs[1])
             assert (tmp_path / "data" / "prediction_buffer.db").exists()
@@ -348,7 +368,10 @@ def test_the_dockerfile_cmds_start_both_services_and_records_flow(tmp_path):
             stored = fetch_predictions(cloud_url, "line1-cam1")
             assert counts["pending"] == 0 and counts["sent"] == len(stored) >= 3
             assert all(i["model_version"].startswith("conveyor_yolov8n@") for i in stored)
-            assert stop(cloud) in (0, -signal.SIGTERM)  # uvicorn re-raises SIGTERM after its shutdown
+            assert stop(cloud) in (
+                0,
+                -signal.SIGTERM,
+            )  # uvicorn re-raises SIGTERM after its shutdown
         finally:
             for proc in (edge, cloud):
                 if proc is not None and proc.poll() is None:

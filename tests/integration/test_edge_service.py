@@ -40,14 +40,16 @@ def write_images(folder: Path, n: int) -> Path:
     rng = np.random.default_rng(0)
     for i in range(n):
         Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(
-            folder / f"img{i:03d}.png")
+            folder / f"img{i:03d}.png"
+        )
     return folder
 
 
 @pytest.fixture
 def client(tmp_path):
-    c = EnhancedAsyncLoggingClient("http://127.0.0.1:9", tmp_path / "buffer.db", "edge-1",
-                                   transport=ScriptedCloud())
+    c = EnhancedAsyncLoggingClient(
+        "http://127.0.0.1:9", tmp_path / "buffer.db", "edge-1", transport=ScriptedCloud()
+    )
     yield c
     c.close(timeout=1)
 
@@ -100,8 +102,10 @@ def test_records_carry_image_id_model_version_and_detections(tmp_path, client):
     EdgeService(client, FakeDetector, str(folder)).run_detector()
     conn = client.store.read_connection()
     try:
-        rows = conn.execute("SELECT image_id, model_version, prediction_data, priority"
-                            " FROM prediction_buffer ORDER BY seq").fetchall()
+        rows = conn.execute(
+            "SELECT image_id, model_version, prediction_data, priority"
+            " FROM prediction_buffer ORDER BY seq"
+        ).fetchall()
     finally:
         conn.close()
     assert [r[0] for r in rows] == ["img000.png", "img001.png"]
@@ -134,8 +138,9 @@ def test_bad_source_is_retried_and_reported_until_stopped(tmp_path, client):
 
 def test_not_ready_while_shutting_down_and_max_frames(tmp_path, client):
     folder = write_images(tmp_path / "in", 4)
-    service = EdgeService(client, FakeDetector, str(folder), loop=True, max_frames=10,
-                          flush_timeout=0.2)
+    service = EdgeService(
+        client, FakeDetector, str(folder), loop=True, max_frames=10, flush_timeout=0.2
+    )
     service.run_detector()
     assert service.frames == 10  # a looped folder, stopped by --max-frames
     http = TestClient(create_edge_app(service))
@@ -147,14 +152,35 @@ def test_not_ready_while_shutting_down_and_max_frames(tmp_path, client):
 # --------------------------------------------------------------------- the real process
 def start_edge(tmp_path, endpoint: str, source: str, *extra: str, flush: str = "10"):
     port = free_port()
-    env = {**os.environ, "BUFFER_DB_PATH": str(tmp_path / "edge" / "buffer.db"),
-           "CLOUD_LOGGING_ENDPOINT": endpoint, "DEVICE_ID": "edge-proc",
-           "EDGEBUF_BATCH_TIMEOUT": "0.2", "EDGEBUF_MONITOR_INTERVAL": "0.3",
-           "EDGEBUF_REQUEST_TIMEOUT": "1", "EDGEBUF_HEALTH_TIMEOUT": "0.5",
-           "EDGEBUF_MAX_RETRIES": "1", "EDGEBUF_BACKOFF_BASE": "0.05"}
-    cmd = [sys.executable, "-m", "edgebuf.ops.cli", "edge", "--source", source, "--detector",
-           "fake", "--port", str(port), "--flush-timeout", flush, "--log-level", "warning",
-           *extra]
+    env = {
+        **os.environ,
+        "BUFFER_DB_PATH": str(tmp_path / "edge" / "buffer.db"),
+        "CLOUD_LOGGING_ENDPOINT": endpoint,
+        "DEVICE_ID": "edge-proc",
+        "EDGEBUF_BATCH_TIMEOUT": "0.2",
+        "EDGEBUF_MONITOR_INTERVAL": "0.3",
+        "EDGEBUF_REQUEST_TIMEOUT": "1",
+        "EDGEBUF_HEALTH_TIMEOUT": "0.5",
+        "EDGEBUF_MAX_RETRIES": "1",
+        "EDGEBUF_BACKOFF_BASE": "0.05",
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "edgebuf.ops.cli",
+        "edge",
+        "--source",
+        source,
+        "--detector",
+        "fake",
+        "--port",
+        str(port),
+        "--flush-timeout",
+        flush,
+        "--log-level",
+        "warning",
+        *extra,
+    ]
     log = open(tmp_path / "edge.log", "wb")  # noqa: SIM115 - closed by the caller's proc
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
     return proc, f"http://127.0.0.1:{port}"
@@ -180,8 +206,9 @@ def test_process_logs_every_frame_to_the_cloud_and_exits_cleanly_on_sigterm(tmp_
         try:
             wait_for(lambda: httpx.get(f"{url}/ready").status_code == 200, what="/ready")
             assert httpx.get(f"{url}/health").json() == {"status": "alive"}
-            wait_for(lambda: httpx.get(f"{url}/status").json()["counts"]["sent"] == 12,
-                     what="12 sent")
+            wait_for(
+                lambda: httpx.get(f"{url}/status").json()["counts"]["sent"] == 12, what="12 sent"
+            )
             metrics = httpx.get(f"{url}/metrics").text
             assert "edge_frames_total 12.0" in metrics
             proc.send_signal(signal.SIGTERM)

@@ -94,8 +94,7 @@ def test_a_captive_portals_200_never_marks_records_sent(tmp_path, canned):
         (400, "application/json", b'{"detail": "bad"}', "proxy", "bad"),  # not the cloud's
     ],
 )
-def test_a_proxys_answer_is_a_fault_not_a_refusal(canned, status, content_type, body, kind,
-                                                  words):
+def test_a_proxys_answer_is_a_fault_not_a_refusal(canned, status, content_type, body, kind, words):
     canned.status, canned.content_type, canned.body = status, content_type, body
     transport = HttpTransport(canned.url)
     try:
@@ -108,8 +107,10 @@ def test_a_proxys_answer_is_a_fault_not_a_refusal(canned, status, content_type, 
 
 @pytest.fixture(scope="module")
 def real_cloud(tmp_path_factory):
-    server = CloudServer(f"sqlite:///{tmp_path_factory.mktemp('cloud') / 'c.db'}",
-                         env={"EDGEBUF_MAX_BATCH_RECORDS": "3"})
+    server = CloudServer(
+        f"sqlite:///{tmp_path_factory.mktemp('cloud') / 'c.db'}",
+        env={"EDGEBUF_MAX_BATCH_RECORDS": "3"},
+    )
     server.start()
     yield server
     server.close()
@@ -128,7 +129,11 @@ def test_the_real_clouds_answers_are_recognised(real_cloud):
     try:
         ack = transport.send(_batch([_record(1), _record(2)]))
         assert (classify(ack), ack.batch_id, ack.accepted, ack.duplicates) == (
-            Verdict.ACK, "b-1", 2, 0)
+            Verdict.ACK,
+            "b-1",
+            2,
+            0,
+        )
         bad = transport.send(_batch([_record(3), _record(4, seq="not a number")]))
         assert (bad.status, bad.refused, classify(bad)) == (422, "record", Verdict.REJECT)
         big = transport.send(_batch([_record(i) for i in range(5, 9)]))
@@ -137,18 +142,27 @@ def test_the_real_clouds_answers_are_recognised(real_cloud):
         transport.close()
     raw = HttpTransport(real_cloud.url, use_gzip=False)
     try:
-        resp = raw._client.post("/log", content=b"not gzip",  # noqa: SLF001
-                                headers={"Content-Encoding": "gzip"})
+        resp = raw._client.post(
+            "/log",
+            content=b"not gzip",  # noqa: SLF001
+            headers={"Content-Encoding": "gzip"},
+        )
     finally:
         raw.close()
     body = resp.json()
-    assert (resp.status_code, body["service"], body["refused"]) == (400, "edgebuf-cloud",
-                                                                    "request")
+    assert (resp.status_code, body["service"], body["refused"]) == (400, "edgebuf-cloud", "request")
 
 
 def test_the_clouds_record_refusal_names_the_records_at_fault(real_cloud):
-    resp = httpx.post(f"{real_cloud.url}/log", content=_batch([_record(1), _record(2, seq=-5)]),
-                      headers={"Content-Type": "application/json"})
+    resp = httpx.post(
+        f"{real_cloud.url}/log",
+        content=_batch([_record(1), _record(2, seq=-5)]),
+        headers={"Content-Type": "application/json"},
+    )
     body = resp.json()
     assert (resp.status_code, body["service"], body["refused"], body["records"]) == (
-        422, "edgebuf-cloud", "record", [1])
+        422,
+        "edgebuf-cloud",
+        "record",
+        [1],
+    )

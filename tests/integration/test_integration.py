@@ -84,8 +84,9 @@ def test_close_is_bounded_with_a_hung_cloud_and_nothing_is_marked_sent(server, t
 
 def producer(server, db, start, count, seed, flush=0.0):
     return subprocess.Popen(
-        producer_command(db, server.url, "cam-9", count=count, start_frame=start, seed=seed,
-                         fps=400, flush=flush),
+        producer_command(
+            db, server.url, "cam-9", count=count, start_frame=start, seed=seed, fps=400, flush=flush
+        ),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

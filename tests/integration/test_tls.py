@@ -91,8 +91,15 @@ class Nginx:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        argv = [self.binary, "-c", str(self.conf), "-p", str(self.prefix), "-e",
-                str(self.prefix / "error.log")]
+        argv = [
+            self.binary,
+            "-c",
+            str(self.conf),
+            "-p",
+            str(self.prefix),
+            "-e",
+            str(self.prefix / "error.log"),
+        ]
         check = subprocess.run([*argv, "-t"], capture_output=True, text=True)
         assert check.returncode == 0, check.stderr
         self.process = subprocess.Popen(argv, stderr=subprocess.DEVNULL)
@@ -198,8 +205,14 @@ def assert_held(client: EnhancedAsyncLoggingClient, n: int, kind: str, words: st
 def test_delivery_through_nginx_with_the_device_certificate(tmp_path, pki, cloud, proxy):
     ca, _, _ = pki
     device = ca.issue("cam-good", tmp_path / "device")
-    client = edge(proxy, tmp_path / "b.db", "cam-good", ca_bundle=ca.pem,
-                  client_cert=device.cert, client_key=device.key)
+    client = edge(
+        proxy,
+        tmp_path / "b.db",
+        "cam-good",
+        ca_bundle=ca.pem,
+        client_cert=device.cert,
+        client_key=device.key,
+    )
     try:
         ids = log_n(client, 300)
         assert client.flush(timeout=20)
@@ -213,8 +226,14 @@ def test_delivery_through_nginx_with_the_device_certificate(tmp_path, pki, cloud
 def test_unknown_ca_keeps_records_pending_with_a_tls_error(tmp_path, pki, cloud, proxy, caplog):
     ca, other, _ = pki
     device = ca.issue("cam-wrong-ca", tmp_path / "device")
-    client = edge(proxy, tmp_path / "b.db", "cam-wrong-ca", ca_bundle=other.pem,
-                  client_cert=device.cert, client_key=device.key)
+    client = edge(
+        proxy,
+        tmp_path / "b.db",
+        "cam-wrong-ca",
+        ca_bundle=other.pem,
+        client_cert=device.cert,
+        client_key=device.key,
+    )
     try:
         with caplog.at_level(logging.WARNING, logger="edgebuf.delivery"):
             log_n(client, 40)
@@ -252,8 +271,14 @@ def test_no_client_certificate_is_refused_by_nginx_and_nothing_dead_letters(
 def test_certificate_of_another_ca_is_refused(tmp_path, pki, cloud, proxy):
     ca, other, _ = pki
     device = other.issue("cam-foreign", tmp_path / "device")
-    client = edge(proxy, tmp_path / "b.db", "cam-foreign", ca_bundle=ca.pem,
-                  client_cert=device.cert, client_key=device.key)
+    client = edge(
+        proxy,
+        tmp_path / "b.db",
+        "cam-foreign",
+        ca_bundle=ca.pem,
+        client_cert=device.cert,
+        client_key=device.key,
+    )
     try:
         log_n(client, 40)
         assert_held(client, 40, "tls", "SSL certificate error")
@@ -291,8 +316,14 @@ def test_expired_certificate_holds_then_a_new_one_delivers_everything_once(
 def test_revoked_certificate_is_refused(tmp_path, pki, revoked, cloud, proxy):
     ca, _, _ = pki
     device, _ = revoked
-    client = edge(proxy, tmp_path / "b.db", "cam-revoked", ca_bundle=ca.pem,
-                  client_cert=device.cert, client_key=device.key)
+    client = edge(
+        proxy,
+        tmp_path / "b.db",
+        "cam-revoked",
+        ca_bundle=ca.pem,
+        client_cert=device.cert,
+        client_key=device.key,
+    )
     try:
         log_n(client, 40)
         assert_held(client, 40, "tls", "SSL certificate error")
@@ -305,8 +336,14 @@ def test_revoked_certificate_is_refused(tmp_path, pki, revoked, cloud, proxy):
 def test_the_cloud_binds_the_certificate_to_its_device(tmp_path, pki, cloud, proxy):
     ca, _, _ = pki
     device = ca.issue("cam-a", tmp_path / "device")
-    client = edge(proxy, tmp_path / "b.db", "cam-b", ca_bundle=ca.pem,
-                  client_cert=device.cert, client_key=device.key)
+    client = edge(
+        proxy,
+        tmp_path / "b.db",
+        "cam-b",
+        ca_bundle=ca.pem,
+        client_cert=device.cert,
+        client_key=device.key,
+    )
     try:
         log_n(client, 40)
         assert_held(client, 40, "cloud", "client certificate may only act for device 'cam-a'")
@@ -320,8 +357,11 @@ def _forged(device_id: str) -> tuple[bytes, dict[str, str]]:
         f'{{"device_id":"{device_id}","batch_id":"forged-{device_id}","records":[{{"record_id":'
         f'"r-{device_id}","seq":1,"timestamp":{time.time()},"prediction":{{"detections":[]}}}}]}}'
     )
-    headers = {"X-Client-Verify": "SUCCESS", "X-Client-Subject": "CN=cam-other,O=forged",
-               "Content-Type": "application/json"}
+    headers = {
+        "X-Client-Verify": "SUCCESS",
+        "X-Client-Subject": "CN=cam-other,O=forged",
+        "Content-Type": "application/json",
+    }
     return body.encode(), headers
 
 

@@ -19,8 +19,7 @@ from edgebuf.lab.testing import FAST_SETTINGS
 from edgebuf.lab.verify import audit
 
 DET = {"detections": [{"class_name": "part", "confidence": 0.8, "box": [1, 2, 3, 4]}]}
-SETTINGS = {**FAST_SETTINGS, "request_timeout": 10.0, "backfill_batch_size": 50,
-            "max_retries": 5}
+SETTINGS = {**FAST_SETTINGS, "request_timeout": 10.0, "backfill_batch_size": 50, "max_retries": 5}
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +48,9 @@ def backlog(tmp_path, device: str, n: int) -> tuple[str, list[str]]:
     return str(db), ids
 
 
-def drain(cloud, tmp_path, device: str, **settings) -> tuple[EnhancedAsyncLoggingClient,
-                                                               FaultProxy, list[str]]:
+def drain(
+    cloud, tmp_path, device: str, **settings
+) -> tuple[EnhancedAsyncLoggingClient, FaultProxy, list[str]]:
     db, ids = backlog(tmp_path, device, 2_000)
     proxy = FaultProxy(cloud.url)
     proxy.link(bandwidth_bps=1_000_000, rtt=0.3)  # BDP ~300 KB: ~40 batches of 50
@@ -80,8 +80,15 @@ def test_the_adaptive_lane_fills_a_long_thin_pipe(cloud, tmp_path):
 
 
 def test_the_fixed_lane_keeps_its_number(cloud, tmp_path):
-    client, proxy, ids = drain(cloud, tmp_path, "arc-fixed", drain_concurrency=2,
-                               drain_adaptive=False, batch_size=10_000, batch_timeout=3600)
+    client, proxy, ids = drain(
+        cloud,
+        tmp_path,
+        "arc-fixed",
+        drain_concurrency=2,
+        drain_adaptive=False,
+        batch_size=10_000,
+        batch_timeout=3600,
+    )
     with proxy:
         client.start()
         try:

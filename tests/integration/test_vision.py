@@ -36,6 +36,7 @@ PART_RECALL_BAR = 0.95
 DEFECT_RECALL_BAR = 0.80
 DEFECT_PRECISION_BAR = 0.60  # measured 21 of 31 defect boxes right (0.68) on these frames
 
+
 @pytest.fixture(scope="module")
 def model():
     from ultralytics import YOLO
@@ -133,7 +134,9 @@ def test_attach_logs_every_predict_into_the_cloud(tmp_path, model):
     for item, result in zip(by_seq, expected):
         dets = item["prediction"]["detections"]
         assert [d["class_name"] for d in dets] == [result.names[int(c)] for c in result.boxes.cls]
-        assert [d["confidence"] for d in dets] == pytest.approx(result.boxes.conf.tolist(), abs=1e-4)
+        assert [d["confidence"] for d in dets] == pytest.approx(
+            result.boxes.conf.tolist(), abs=1e-4
+        )
     assert sum(len(i["prediction"]["detections"]) for i in by_seq[:6]) >= 6  # parts were found
 
 

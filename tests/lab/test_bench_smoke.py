@@ -15,7 +15,15 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-BENCHMARKS = ["hot_path", "drain", "cloud_ingest", "footprint", "inference", "cloud_volume", "uplink"]
+BENCHMARKS = [
+    "hot_path",
+    "drain",
+    "cloud_ingest",
+    "footprint",
+    "inference",
+    "cloud_volume",
+    "uplink",
+]
 
 
 @pytest.mark.parametrize("name", BENCHMARKS)
@@ -23,7 +31,10 @@ def test_benchmark_smoke_run_prints_its_tables(name: str, tmp_path: Path) -> Non
     results = tmp_path / "results.json"
     done = subprocess.run(
         [sys.executable, f"bench/{name}.py", "--smoke", "--json", str(results)],
-        cwd=ROOT, capture_output=True, text=True, timeout=180,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     assert done.returncode == 0, (
         f"exit {done.returncode}\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
@@ -35,7 +46,7 @@ def test_benchmark_smoke_run_prints_its_tables(name: str, tmp_path: Path) -> Non
     assert rules, f"no table printed:\n{out}"
     assert all(i + 1 < len(lines) and lines[i + 1].strip() for i in rules), "a table has no rows"
     assert "targets" in lines, "the targets table is missing"
-    target_rows = lines[lines.index("targets") + 3:]
+    target_rows = lines[lines.index("targets") + 3 :]
     assert any(word in row for row in target_rows for word in ("PASS", "MISS", "skipped"))
 
     data = json.loads(results.read_text())

@@ -58,9 +58,11 @@ def pg_url_with_async_commit():
         conn.execute(f'CREATE DATABASE "{name}"')
         conn.execute(f'ALTER DATABASE "{name}" SET synchronous_commit = off')
         try:
-            yield make_url(PG_ADMIN_URL).set(
-                drivername="postgresql+psycopg", database=name
-            ).render_as_string(False)
+            yield (
+                make_url(PG_ADMIN_URL)
+                .set(drivername="postgresql+psycopg", database=name)
+                .render_as_string(False)
+            )
         finally:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 

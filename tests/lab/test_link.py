@@ -63,8 +63,9 @@ def proxy(upstream: str) -> Iterator[FaultProxy]:
 def post(url: str, size: int) -> float:
     """POST ``size`` bytes to ``/log``; the client-side latency in seconds."""
     t0 = time.perf_counter()
-    answer = httpx.post(f"{url}/log", content=b"x" * size, timeout=30,
-                        headers={"Content-Type": "application/json"})
+    answer = httpx.post(
+        f"{url}/log", content=b"x" * size, timeout=30, headers={"Content-Type": "application/json"}
+    )
     elapsed = time.perf_counter() - t0
     assert answer.status_code in (200, 429), answer.text
     return elapsed
@@ -90,8 +91,10 @@ def test_token_bucket_freeze_delays_what_comes_after() -> None:
 def test_stalls_are_seeded_and_freeze_the_link() -> None:
     def schedule(seed: int) -> list[float]:
         now = [0.0]
-        shaper = LinkShaper(Link(bandwidth=1e6, stall_every=1.0, stall_seconds=0.25, seed=seed),
-                            clock=lambda: now[0])
+        shaper = LinkShaper(
+            Link(bandwidth=1e6, stall_every=1.0, stall_seconds=0.25, seed=seed),
+            clock=lambda: now[0],
+        )
         waits = []
         for step in range(200):
             now[0] = step * 0.1
@@ -188,8 +191,10 @@ def test_link_composes_with_the_other_modes(proxy: FaultProxy) -> None:
     assert last_exchange() < 0.39  # ... until it is removed
     events = [e for e in list(proxy.events) if e["kind"] == "link"]
     assert [e["link"] for e in events] == ["link:0.8Mbit/s,400ms", "none"]
-    assert not any(e["kind"] == "outage_start" and e.get("mode", "").startswith("link")
-                   for e in list(proxy.events))
+    assert not any(
+        e["kind"] == "outage_start" and e.get("mode", "").startswith("link")
+        for e in list(proxy.events)
+    )
     assert proxy.counters()["by_outcome"]["injected"] == 2
 
 

@@ -38,9 +38,7 @@ def upgrade() -> None:
         sa.Column("received_at", sa.Double(), nullable=False),
         sa.Column("batch_id", sa.String(64), nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_predictions"),
-        sa.UniqueConstraint(
-            "device_id", "record_id", name="uq_predictions_device_id_record_id"
-        ),
+        sa.UniqueConstraint("device_id", "record_id", name="uq_predictions_device_id_record_id"),
     )
     op.create_index("ix_predictions_device_id_seq", "predictions", ["device_id", "seq"])
     op.create_index("ix_predictions_device_id_ts", "predictions", ["device_id", "ts"])

@@ -57,8 +57,7 @@ def upgrade() -> None:
         sa.Column("bucket", sa.Double(), nullable=False),
         sa.Column("class_name", sa.Text(), nullable=False),
         sa.Column("n", sa.BigInteger(), nullable=False),
-        sa.PrimaryKeyConstraint("device_id", "bucket", "class_name",
-                                name="pk_detection_counts"),
+        sa.PrimaryKeyConstraint("device_id", "bucket", "class_name", name="pk_detection_counts"),
         sqlite_with_rowid=False,
     )
     floor_ts = _FLOOR_TS[op.get_context().dialect.name]
@@ -118,8 +117,7 @@ def downgrade() -> None:
     assert old is not None
     conn = op.get_bind()
     page = sa.text(
-        "SELECT id, device_id, prediction FROM predictions WHERE id > :after"
-        " ORDER BY id LIMIT 5000"
+        "SELECT id, device_id, prediction FROM predictions WHERE id > :after ORDER BY id LIMIT 5000"
     )
     after = 0
     while True:

@@ -40,8 +40,9 @@ DAY = 86_400
 # Days outside this range (year 1970 to 2100) stay in the default partition.
 FIRST_DAY, LAST_DAY = 0, 4_102_444_800 // DAY
 
-COLUMNS = ("id, device_id, record_id, seq, image_id, ts, model_version, prediction,"
-           " received_at, batch_id")
+COLUMNS = (
+    "id, device_id, record_id, seq, image_id, ts, model_version, prediction, received_at, batch_id"
+)
 
 
 def _bucket_sql(column: str, grain: int, dialect: str) -> str:
@@ -72,8 +73,9 @@ def _create_tables() -> None:
         sa.Column("min_ts", sa.Double(), nullable=False),
         sa.Column("max_ts", sa.Double(), nullable=False),
         sa.Column("max_received_at", sa.Double(), nullable=False),
-        sa.PrimaryKeyConstraint("grain", "bucket", "device_id", "version_key",
-                                name="pk_prediction_rollups"),
+        sa.PrimaryKeyConstraint(
+            "grain", "bucket", "device_id", "version_key", name="pk_prediction_rollups"
+        ),
         sqlite_with_rowid=False,
     )
     op.create_table(
@@ -83,8 +85,9 @@ def _create_tables() -> None:
         sa.Column("device_id", sa.String(128), nullable=False),
         sa.Column("class_name", sa.Text(), nullable=False),
         sa.Column("n", sa.BigInteger(), nullable=False),
-        sa.PrimaryKeyConstraint("grain", "bucket", "device_id", "class_name",
-                                name="pk_detection_rollups"),
+        sa.PrimaryKeyConstraint(
+            "grain", "bucket", "device_id", "class_name", name="pk_detection_rollups"
+        ),
         sqlite_with_rowid=False,
     )
     op.create_table(
@@ -165,10 +168,13 @@ def _backfill(dialect: str) -> None:
 def _partition_postgres() -> None:
     conn = op.get_bind()
     op.execute("ALTER TABLE predictions RENAME TO predictions_0002")
-    op.execute("ALTER TABLE predictions_0002 RENAME CONSTRAINT pk_predictions"
-               " TO pk_predictions_0002")
-    op.execute("ALTER TABLE predictions_0002 RENAME CONSTRAINT"
-               " uq_predictions_device_id_record_id TO uq_predictions_0002_device_record")
+    op.execute(
+        "ALTER TABLE predictions_0002 RENAME CONSTRAINT pk_predictions TO pk_predictions_0002"
+    )
+    op.execute(
+        "ALTER TABLE predictions_0002 RENAME CONSTRAINT"
+        " uq_predictions_device_id_record_id TO uq_predictions_0002_device_record"
+    )
     for index in ("ix_predictions_device_id_seq", "ix_predictions_device_id_ts"):
         op.execute(f"ALTER INDEX {index} RENAME TO {index}_0002")
     op.execute("ALTER SEQUENCE predictions_id_seq OWNED BY NONE")
@@ -183,14 +189,23 @@ def _partition_postgres() -> None:
         ") PARTITION BY RANGE (ts)"
     )
     op.execute("CREATE TABLE predictions_default PARTITION OF predictions DEFAULT")
-    days = conn.execute(sa.text(
-        "SELECT DISTINCT floor(ts / 86400)::bigint FROM predictions_0002"
-        " WHERE ts >= :first AND ts < :last ORDER BY 1"
-    ), {"first": FIRST_DAY * DAY, "last": LAST_DAY * DAY}).scalars().all()
+    days = (
+        conn.execute(
+            sa.text(
+                "SELECT DISTINCT floor(ts / 86400)::bigint FROM predictions_0002"
+                " WHERE ts >= :first AND ts < :last ORDER BY 1"
+            ),
+            {"first": FIRST_DAY * DAY, "last": LAST_DAY * DAY},
+        )
+        .scalars()
+        .all()
+    )
     for day in days:
         name = f"predictions_p{_day_name(int(day))}"
-        op.execute(f"CREATE TABLE {name} PARTITION OF predictions"
-                   f" FOR VALUES FROM ({int(day) * DAY}) TO ({(int(day) + 1) * DAY})")
+        op.execute(
+            f"CREATE TABLE {name} PARTITION OF predictions"
+            f" FOR VALUES FROM ({int(day) * DAY}) TO ({(int(day) + 1) * DAY})"
+        )
     op.execute(f"INSERT INTO predictions ({COLUMNS}) SELECT {COLUMNS} FROM predictions_0002")
     op.execute("CREATE INDEX ix_predictions_id ON predictions (id)")
     op.execute("CREATE INDEX ix_predictions_device_id_seq ON predictions (device_id, seq)")
@@ -218,15 +233,25 @@ def upgrade() -> None:
 def downgrade() -> None:
     """Back to one plain `predictions` table; the derived tables go (nothing is lost)."""
     dialect = op.get_context().dialect.name
-    for table in ("cloud_state", "seq_repeats", "seq_missing", "device_seqs",
-                  "detection_rollups", "prediction_rollups"):
+    for table in (
+        "cloud_state",
+        "seq_repeats",
+        "seq_missing",
+        "device_seqs",
+        "detection_rollups",
+        "prediction_rollups",
+    ):
         op.drop_table(table)
     if dialect == "postgresql":
         op.execute("ALTER TABLE predictions RENAME TO predictions_0003")
-        op.execute("ALTER TABLE predictions_0003 RENAME CONSTRAINT pk_predictions"
-                   " TO pk_predictions_0003")
-        for index in ("ix_predictions_id", "ix_predictions_device_id_seq",
-                      "ix_predictions_device_id_ts"):
+        op.execute(
+            "ALTER TABLE predictions_0003 RENAME CONSTRAINT pk_predictions TO pk_predictions_0003"
+        )
+        for index in (
+            "ix_predictions_id",
+            "ix_predictions_device_id_seq",
+            "ix_predictions_device_id_ts",
+        ):
             op.execute(f"ALTER INDEX {index} RENAME TO {index}_0003")
         op.execute("ALTER SEQUENCE predictions_id_seq OWNED BY NONE")
         op.execute(
@@ -241,8 +266,10 @@ def downgrade() -> None:
         )
         # Two records that differ only in ts (possible under 0003's key) cannot both go
         # back under (device_id, record_id): the first stored one is kept.
-        op.execute(f"INSERT INTO predictions ({COLUMNS}) SELECT {COLUMNS}"
-                   " FROM predictions_0003 ORDER BY id ON CONFLICT DO NOTHING")
+        op.execute(
+            f"INSERT INTO predictions ({COLUMNS}) SELECT {COLUMNS}"
+            " FROM predictions_0003 ORDER BY id ON CONFLICT DO NOTHING"
+        )
         op.execute("ALTER SEQUENCE predictions_id_seq OWNED BY predictions.id")
         op.execute("DROP TABLE predictions_0003")
         op.execute("CREATE INDEX ix_predictions_device_id_seq ON predictions (device_id, seq)")
