@@ -160,6 +160,9 @@ def simulate_camera(
     cloud = SimulatedCloud(clock, cloud_records_per_s, outages=windows)
     if capacity_bytes is not None:
         client_settings["capacity_bytes"] = int(max(64 * 1024, capacity_bytes))
+    # One backlog request at a time, in the loop's own thread: the simulated cloud advances
+    # the fake clock per request, which a pool of workers would do concurrently.
+    client_settings.setdefault("drain_concurrency", 1)
     with tempfile.TemporaryDirectory(prefix="edgebuf-sim-", dir=_scratch_dir()) as tmp:
         work_db = Path(tmp) / "camera.db"
         client = EnhancedAsyncLoggingClient(

@@ -165,7 +165,9 @@ def test_two_replicas_partitions_and_dropped_acks_store_each_record_once(
                     PER_DEVICE,
                     [],
                 )
-        assert len(retried) >= 10  # the proxy did drop acknowledgements
+        # the proxy did drop acknowledgements, so the re-send path ran (how many depends on
+        # how far the workers got while the drops were armed: 8-24 seen)
+        assert len(retried) >= 1
     finally:
         if proxy is not None:
             proxy.close()
