@@ -3,6 +3,6 @@
 ``transport`` (the only httpx user), ``policy`` (retry classification and backoff),
 ``sender`` (one attempt: body, classification, settling rows, bisecting poison),
 ``shipper`` (the shipping loop: live and backlog lanes, backoff, maintenance timers),
-``connectivity`` (up / down from ``HEAD /health``), ``recovery`` (the design's
+``connectivity`` (up / down from ``GET /health``), ``recovery`` (the design's
 ``BufferRecoveryManager``: the backlog lane), ``state`` (a read-only snapshot for status).
 """

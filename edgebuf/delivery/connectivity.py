@@ -1,4 +1,4 @@
-"""Connectivity monitor: probes ``HEAD /health`` and tracks up / down / restored.
+"""Connectivity monitor: probes ``GET /health`` (the transport's ``probe``) and tracks up / down / restored.
 
 ``check_once`` is the whole decision; the thread around it only sleeps on an Event
 (so ``close`` wakes it at once and an idle client costs no CPU). The sender reports
@@ -87,7 +87,7 @@ class ConnectivityMonitor:
         self._set(DOWN, why)
 
     def check_once(self) -> bool:
-        """Probe ``HEAD /health`` once and update the state; return whether it answered."""
+        """Probe ``GET /health`` once and update the state; return whether it answered."""
         ok = self.transport.probe()
         self.last_probe_at = self.clock.time()
         if ok:
