@@ -87,6 +87,7 @@ class ShippingLoop:
         self.first_new_at: float | None = None
         self.failures = 0  # consecutive failed attempts
         self.backoff_until = 0.0
+        self.server_hold_until = 0.0  # a Retry-After: a flush does not cut it short
         self.flush_requested = False
         now = clock.monotonic()
         self.next_maintenance = now
@@ -116,17 +117,20 @@ class ShippingLoop:
         self._wake.set()
 
     def request_flush(self) -> None:
-        """Send what is waiting now instead of at the batch timeout; skip any backoff."""
+        """Send what is waiting now instead of at the batch timeout; skip our own backoff.
+
+        A server's ``Retry-After`` still holds: the cloud asked for the pause, and cutting
+        it short would only draw another 429 and a longer wait."""
         with self._lock:
             self.flush_requested = True
-            self.backoff_until = 0.0
+            self.backoff_until = self.server_hold_until
         self._wake.set()
 
     # ------------------------------------------------------------------ policy
     def _handle(self, outcome: SendOutcome, now: float) -> None:
         if outcome.ok:
             self.failures = 0
-            self.backoff_until = 0.0
+            self.backoff_until = self.server_hold_until = 0.0
             if outcome.sent:
                 self.connectivity.mark_up()
                 self.store.checkpoint_in_background()
@@ -135,14 +139,15 @@ class ShippingLoop:
         self.failures += 1
         retry = outcome.retry
         error = (retry.error if retry else None) or "send failed"
+        if retry and retry.retry_after:
+            self.server_hold_until = now + min(retry.retry_after, RETRY_AFTER_CAP)
         if self.failures > self.max_retries:
             log.warning(
                 "giving up after %d retries (%s); waiting for connectivity", self.max_retries, error
             )
             self.failures = 0
             # A server's Retry-After still holds after the monitor sees /health answer again.
-            wait = min(retry.retry_after, RETRY_AFTER_CAP) if retry and retry.retry_after else 0.0
-            self.backoff_until = now + wait
+            self.backoff_until = max(now, self.server_hold_until)
             self.connectivity.mark_down(f"{self.max_retries} retries failed: {error}")
             return
         delay = backoff_delay(

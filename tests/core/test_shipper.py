@@ -83,6 +83,23 @@ def test_retry_after_is_honoured(make_client, cloud, clock):
     assert len(cloud.requests) == 2
 
 
+def test_a_flush_skips_our_backoff_but_not_the_servers_retry_after(make_client, cloud, clock):
+    client = make_client(backoff_base=30.0, backoff_cap=60.0)
+    cloud.script(Reply(429, retry_after=5.0), 503)
+    log_n(client, 32)
+    client.shipper.run_once()
+    client.shipper.request_flush()  # the cloud asked for 5 s: a flush does not cut that short
+    assert client.shipper.backoff_until - clock.monotonic() >= 5.0
+    client.shipper.run_once()
+    assert len(cloud.requests) == 1
+    clock.advance(5.0)
+    client.shipper.run_once()  # a 503 without Retry-After: our own backoff, tens of seconds
+    assert len(cloud.requests) == 2 and client.shipper.backoff_until - clock.monotonic() > 5.0
+    client.shipper.request_flush()  # ... which a flush does skip
+    client.shipper.run_once()
+    assert len(cloud.requests) == 3 and client.store.counts()["sent"] == 32
+
+
 def test_gives_up_after_max_retries_then_monitor_restores(make_client, cloud, clock):
     client = make_client(max_retries=3)
     cloud.script(None, None, None, None)
