@@ -99,11 +99,23 @@ class Invariants:
             self.data_version = version
             self.oldest = None  # unknown: read again
             self.changes += 1
+            self.read_dropped()
             if forced or self.changes % RECOUNT_EVERY == 0:
                 self.recount()
         elif forced:
             self.recount()
         self.check_liveness()
+
+    def read_dropped(self) -> None:
+        """Audit rows written since the last look (after every commit: an eviction's own
+        rows stay listed until a later eviction folds them into ``dropped_summary``)."""
+        assert self.checker is not None
+        for row_id, rid in self.checker.execute(
+            "SELECT id, record_id FROM dropped_records WHERE id > ? ORDER BY id",
+            (self.dropped_cursor,),
+        ):
+            self.dropped.add(rid)
+            self.dropped_cursor = row_id
 
     def recount(self) -> None:
         assert self.client is not None and self.checker is not None
@@ -114,14 +126,14 @@ class Invariants:
             "SELECT count(*), coalesce(sum(length(prediction_data)), 0), coalesce(max(seq), 0)"
             " FROM prediction_buffer"
         ).fetchone()
-        for (rid,) in c.execute(
-            "SELECT record_id FROM dropped_records WHERE id > ?", (self.dropped_cursor,)
-        ):
-            self.dropped.add(rid)
-        self.dropped_cursor = c.execute(
-            "SELECT coalesce(max(id), 0) FROM dropped_records"
-        ).fetchone()[0]
-        reasons = dict(c.execute("SELECT reason, count(*) FROM dropped_records GROUP BY reason"))
+        self.read_dropped()
+        reasons = dict(
+            c.execute(
+                "SELECT reason, sum(n) FROM (SELECT reason, count(*) AS n FROM dropped_records"
+                " GROUP BY reason UNION ALL SELECT reason, records FROM dropped_summary)"
+                " GROUP BY reason"
+            )
+        )
         n_dropped = reasons.pop("capacity", 0)
         if reasons:
             self.violate(
@@ -135,7 +147,7 @@ class Invariants:
             ("rows", n, g("total_buffered") - g("total_cleaned") - g("evicted_capacity")),
             ("sent rows", rows.get("sent", 0), g("total_sent") - g("total_cleaned")),
             ("failed rows", rows.get("failed", 0), g("total_failed") - g("total_requeued")),
-            ("dropped_records (capacity)", n_dropped, g("evicted_capacity")),
+            ("dropped (capacity)", n_dropped, g("evicted_capacity")),
             ("live_bytes", g("live_bytes"), chars + n * (self.overhead or 0)),
             ("rejected_full", g("rejected_full"), self.refused["BufferFullError"]),
         ]
@@ -191,7 +203,8 @@ class Invariants:
         """Every record whose log returned is in the buffer, the cloud or dropped_records."""
         assert self.checker is not None
         held = {rid for (rid,) in self.checker.execute("SELECT record_id FROM prediction_buffer")}
-        held |= {rid for (rid,) in self.checker.execute("SELECT record_id FROM dropped_records")}
+        self.read_dropped()
+        held |= self.dropped
         lost = [r for r in self.logged if r not in held and (DEVICE, r) not in self.cloud.stored]
         if lost:
             self.violate("no-loss", f"{len(lost)} records whose log returned are gone")

@@ -71,10 +71,14 @@ replays a seed exactly (the summary and the event trace are identical).
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import multiprocessing
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -120,14 +124,23 @@ def run_seeds(
     *,
     faults: Iterable[str] = ALL_FAULTS,
     progress: Callable[[SeedResult], None] | None = None,
+    jobs: int = 1,
 ) -> list[SeedResult]:
-    """Run every seed; ``progress`` is called with each result as it ends."""
+    """Run every seed, ``jobs`` at a time in worker processes (each seed is alone in its
+    process state and its scratch file, so the results are those of a run one by one);
+    ``progress`` is called with each result, in seed order."""
+    run = functools.partial(run_seed, days=days, faults=tuple(faults))
     results = []
-    for seed in seeds:
-        result = run_seed(seed, days, faults=faults)
-        results.append(result)
-        if progress is not None:
-            progress(result)
+    with contextlib.ExitStack() as stack:
+        mapped: Iterable[SeedResult] = map(run, seeds)
+        if jobs > 1:
+            context = multiprocessing.get_context("spawn")  # no state inherited by fork
+            pool = stack.enter_context(ProcessPoolExecutor(jobs, mp_context=context))
+            mapped = pool.map(run, seeds)
+        for result in mapped:
+            results.append(result)
+            if progress is not None:
+                progress(result)
     return results
 
 
@@ -165,7 +178,7 @@ def report(results: list[SeedResult], days: float, wall_s: float) -> dict[str, A
 
 def cli_main(
     *, seed: int | None, seeds: int | None, days: float, as_json: bool,
-    echo: Callable[..., None] | None = None,
+    echo: Callable[..., None] | None = None, first: int = 0, jobs: int = 1,
 ) -> int:  # fmt: skip
     """``edgebuf simulate``: exit status 1 on any violation."""
     import json
@@ -188,7 +201,8 @@ def cli_main(
             for v in r.violations[:1]:
                 echo(format_violation(r, v), err=True)
 
-    results = run_seeds(range(seeds or 200), days, progress=progress)
+    count = seeds or 200
+    results = run_seeds(range(first, first + count), days, progress=progress, jobs=jobs)
     summary = report(results, days, time.perf_counter() - started)
     if as_json:
         summary["results"] = [r.as_dict() for r in results]

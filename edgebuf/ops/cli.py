@@ -190,17 +190,30 @@ def reliability(kills: int, seed: int, power_cuts: int, out: Path | None) -> Non
 
 @main.command()
 @click.option("--seed", type=int, default=None, help="Replay this one seed exactly.")
-@click.option("--seeds", type=click.IntRange(min=1), default=None, help="Run seeds 0..K-1 [200].")
+@click.option(
+    "--seeds", type=click.IntRange(min=1), default=None, help="Run K seeds, from --first [200]."
+)
 @click.option("--days", type=click.FloatRange(min=0.01), default=1.0, show_default=True)
+@click.option(
+    "--first", type=click.IntRange(min=0), default=0, help="With --seeds: start at seed S."
+)
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Seeds run at once, each in its own process.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
-def simulate(seed: int | None, seeds: int | None, days: float, as_json: bool) -> None:
+def simulate(
+    seed: int | None, seeds: int | None, days: float, first: int, jobs: int, as_json: bool
+) -> None:
     """Simulate days of the real client on a virtual clock under seeded faults; exit 1 on
     any violated invariant (loss, duplicate, stall, counters, flush, capacity, sequences)."""
     if seed is not None and seeds is not None:
         raise click.UsageError("give --seed N or --seeds K, not both")
     from edgebuf.lab.simulate import cli_main
 
-    sys.exit(cli_main(seed=seed, seeds=seeds, days=days, as_json=as_json, echo=click.echo))
+    code = cli_main(
+        seed=seed, seeds=seeds, days=days, as_json=as_json, echo=click.echo, first=first,
+        jobs=jobs,
+    )  # fmt: skip
+    sys.exit(code)
 
 
 class _guard:

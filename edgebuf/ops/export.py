@@ -34,7 +34,9 @@ def export_stats(
 ) -> StatsExport:
     """Per-record delivery facts, a backlog time series and dropped records, as DataFrames.
 
-    Times are ``datetime64[ns, UTC]``; ``delivery_latency_s`` is sent_at - buffered_at.
+    ``dropped`` holds the audit rows the buffer keeps (the newest ``audit_rows`` of its
+    capacity; older ones are counted by device and reason in ``dropped_summary``, which
+    ``get_full_status()["dropped_by_reason"]`` includes). Times are ``datetime64[ns, UTC]``; ``delivery_latency_s`` is sent_at - buffered_at.
     With ``out_dir``, also writes ``records``, ``backlog`` and ``dropped`` as CSV or
     Parquet (``fmt="parquet"`` needs pyarrow: ``pip install edgebuf[parquet]``).
     """

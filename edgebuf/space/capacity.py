@@ -15,7 +15,9 @@ Order of measures, from free to costly:
 3. Only when undelivered rows fill the capacity does the overflow policy act on a new record:
    ``evict`` removes pending rows lowest priority first, oldest first (default priority:
    frames with an empty ``detections`` list are 0, everything else 1), each one written
-   to ``dropped_records`` with reason ``capacity`` and counted in ``evicted_capacity``;
+   to ``dropped_records`` with reason ``capacity`` and counted in ``evicted_capacity``
+   (the newest ``audit_rows(capacity_bytes)`` keep their own row; older ones are folded,
+   by device, into ``dropped_summary`` with exact counts and sequence ranges);
    ``reject`` refuses the new record with ``BufferFullError`` and counts ``rejected_full``.
 Deletes run in short transactions (``CHUNK`` rows) so logging never waits long.
 """
@@ -29,7 +31,7 @@ from edgebuf.errors import BufferFullError
 from edgebuf.records import NewRecord
 from edgebuf.store import LocalBufferManager
 from edgebuf.store.maintenance import Room
-from edgebuf.store.schema import ROW_OVERHEAD
+from edgebuf.store.schema import ROW_OVERHEAD, audit_rows
 
 log = logging.getLogger("edgebuf.space.capacity")
 
@@ -155,7 +157,9 @@ class CapacityManager:
                 "records not yet delivered and overflow_policy='reject'. Nothing of this call "
                 "was stored; nothing buffered was lost."
             )
-        freed = room.evict("pending", over + slack, reason="capacity")
+        freed = room.evict(
+            "pending", over + slack, reason="capacity", audit_rows=audit_rows(self.capacity_bytes)
+        )
         if freed:
             log.warning(
                 "buffer full: evicted %d bytes of pending records (reason: capacity)", freed

@@ -134,13 +134,17 @@ class Maintenance(Counters):
 
     # ------------------------------------------------------------------ named reads for the layers above
     def dropped_by_reason(self) -> dict[str, int]:
-        """Records removed without delivery, counted by reason (``dropped_records``)."""
+        """Records removed without delivery, counted by reason (the audit rows plus the
+        older ones folded into ``dropped_summary``)."""
         with self._lock, self._storage_errors("read the dropped records"):
-            return dict(
-                self._conn.execute(
-                    "SELECT reason, count(*) FROM dropped_records GROUP BY reason"
-                ).fetchall()
-            )
+            return {
+                reason: int(n)
+                for reason, n in self._conn.execute(
+                    "SELECT reason, sum(n) FROM (SELECT reason, count(*) AS n FROM"
+                    " dropped_records GROUP BY reason UNION ALL SELECT reason, records"
+                    " FROM dropped_summary) GROUP BY reason ORDER BY reason"
+                )
+            }
 
     def record_ids(self, status: str) -> list[str]:
         """Record ids of every row in ``status`` (drills and audits count with these)."""
@@ -156,7 +160,10 @@ class Maintenance(Counters):
     def first_dropped_at(self) -> float | None:
         """Wall time of the first record dropped without delivery, or None."""
         with self._lock, self._storage_errors("read the dropped records"):
-            first = self._conn.execute("SELECT min(dropped_at) FROM dropped_records").fetchone()[0]
+            first = self._conn.execute(
+                "SELECT min(t) FROM (SELECT min(dropped_at) AS t FROM dropped_records"
+                " UNION ALL SELECT min(first_dropped_at) FROM dropped_summary)"
+            ).fetchone()[0]
         return None if first is None else float(first)
 
     def export_rows(
@@ -237,12 +244,15 @@ class Room:
             ).fetchone()[0]
         )
 
-    def evict(self, status: str, target: int, *, reason: str | None) -> int:
+    def evict(
+        self, status: str, target: int, *, reason: str | None, audit_rows: int = 100_000
+    ) -> int:
         """Delete ``status`` rows until ``target`` bytes are freed; return bytes freed.
 
-        Sent rows go confirmed first, oldest first, and cost nothing (counted as cleaned). Pending rows go
-        lowest priority, then oldest, first, each written to ``dropped_records`` with
-        ``reason`` and counted in ``evicted_<reason>``."""
+        Sent rows go confirmed first, oldest first, and cost nothing (counted as cleaned).
+        Pending rows go lowest priority, then oldest, first, each written to
+        ``dropped_records`` with ``reason`` and counted in ``evicted_<reason>``; before they
+        are, audit rows beyond the newest ``audit_rows`` fold into ``dropped_summary``."""
         if status not in (Status.SENT.value, Status.PENDING.value):
             raise ValueError(f"cannot evict {status!r} rows")
         # Delivered rows the cloud confirmed holding go before those it has not confirmed.
@@ -264,6 +274,9 @@ class Room:
         if reason is None:
             self._store.delete_rows(self._conn, f"id IN ({id_list})", (), "total_cleaned")
             return freed
+        # Older audit rows fold first, so this eviction's own rows are always listed (until
+        # a later eviction folds them): a reader that looks after each commit sees them all.
+        fold_dropped(self._conn, audit_rows)
         self._conn.execute(
             "INSERT INTO dropped_records (record_id, device_id, seq, image_id, priority,"
             " timestamp, reason, dropped_at) SELECT record_id, device_id, seq, image_id,"
@@ -272,3 +285,29 @@ class Room:
         )
         self._store.delete_rows(self._conn, f"id IN ({id_list})", (), f"evicted_{reason}")
         return freed
+
+
+def fold_dropped(conn: sqlite3.Connection, keep: int) -> None:
+    """Fold every audit row but the newest ``keep`` into ``dropped_summary`` (inside the
+    caller's transaction: the counts and sequence ranges stay exact)."""
+    edge = conn.execute(
+        "SELECT id FROM dropped_records ORDER BY id DESC LIMIT 1 OFFSET ?", (keep,)
+    ).fetchone()
+    if edge is None:
+        return
+    conn.execute(
+        "INSERT INTO dropped_summary (device_id, reason, records, seq_min, seq_max,"
+        " timestamp_min, timestamp_max, first_dropped_at, last_dropped_at)"
+        " SELECT device_id, reason, count(*), min(seq), max(seq), min(timestamp),"
+        " max(timestamp), min(dropped_at), max(dropped_at) FROM dropped_records"
+        " WHERE id <= ? GROUP BY device_id, reason"
+        " ON CONFLICT (device_id, reason) DO UPDATE SET"
+        " records = records + excluded.records,"
+        " seq_min = min(seq_min, excluded.seq_min), seq_max = max(seq_max, excluded.seq_max),"
+        " timestamp_min = min(timestamp_min, excluded.timestamp_min),"
+        " timestamp_max = max(timestamp_max, excluded.timestamp_max),"
+        " first_dropped_at = min(first_dropped_at, excluded.first_dropped_at),"
+        " last_dropped_at = max(last_dropped_at, excluded.last_dropped_at)",
+        (edge[0],),
+    )
+    conn.execute("DELETE FROM dropped_records WHERE id <= ?", (edge[0],))

@@ -114,6 +114,12 @@ def _pad_to_header_size(path: Path) -> None:
             f.truncate(declared)
 
 
+_SUMMARY_COLUMNS = (
+    "device_id, reason, records, seq_min, seq_max, timestamp_min, timestamp_max,"
+    " first_dropped_at, last_dropped_at"
+)
+
+
 def _safe(src: sqlite3.Connection, sql: str) -> list[Row]:
     try:
         return src.execute(sql).fetchall()
@@ -159,9 +165,10 @@ def salvage_into(aside: Path, target: Path) -> dict[str, Any]:
             "SELECT record_id, device_id, seq, image_id, priority, timestamp, reason, dropped_at"
             " FROM dropped_records",
         )
+        summary = _safe(src, f"SELECT {_SUMMARY_COLUMNS} FROM dropped_summary")
         src.close()
     except sqlite3.Error as exc:  # not a database at all
-        meta, rows, unreadable, dropped = {}, [], 0, []
+        meta, rows, unreadable, dropped, summary = {}, [], 0, [], []
         report["error"] = str(exc)
     finally:
         for leftover in (work, Path(f"{work}-wal"), Path(f"{work}-shm")):
@@ -178,6 +185,10 @@ def salvage_into(aside: Path, target: Path) -> dict[str, Any]:
             "INSERT INTO dropped_records (record_id, device_id, seq, image_id, priority,"
             " timestamp, reason, dropped_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             dropped,
+        )
+        conn.executemany(
+            f"INSERT INTO dropped_summary ({_SUMMARY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            summary,
         )
         # Counters carry over where readable; sequences never go backwards.
         for key, value in meta.items():

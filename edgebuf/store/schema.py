@@ -30,7 +30,7 @@ Row: TypeAlias = tuple[SqlValue, ...]  # a row as ``fetchall`` returns it
 
 # 2: counters folded in after the commit (``counted_through``)
 # 3: ``confirmed_at``: the cloud confirmed holding a delivered row (reconciliation)
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 class Status(str, enum.Enum):
@@ -91,7 +91,32 @@ CREATE_STATEMENTS = (
         dropped_at  REAL    NOT NULL
     )
     """,
+    # Schema 4: the audit above keeps the newest ``audit_rows(capacity)`` records; older ones
+    # are folded here, by device and reason, in the same transaction (counts and sequence
+    # ranges exact), so a months-long outage with the evict policy cannot grow the file.
+    """
+    CREATE TABLE IF NOT EXISTS dropped_summary (
+        device_id        TEXT    NOT NULL,
+        reason           TEXT    NOT NULL,
+        records          INTEGER NOT NULL,
+        seq_min          INTEGER NOT NULL,
+        seq_max          INTEGER NOT NULL,
+        timestamp_min    REAL    NOT NULL,
+        timestamp_max    REAL    NOT NULL,
+        first_dropped_at REAL    NOT NULL,
+        last_dropped_at  REAL    NOT NULL,
+        PRIMARY KEY (device_id, reason)
+    ) WITHOUT ROWID
+    """,
 )
+
+
+def audit_rows(capacity_bytes: int) -> int:
+    """How many dropped records keep their own audit row (record id, image id, priority):
+    one per 4 KiB of capacity, at least 100, at most 100,000 (about 15 MB). Beyond that the
+    oldest are summarised in ``dropped_summary``."""
+    return max(100, min(100_000, capacity_bytes // 4096))
+
 
 # Counters kept in buffer_metadata. Each is changed in the same transaction as the rows it
 # counts, except total_buffered and live_bytes for inserted rows: see COUNTED_THROUGH.

@@ -51,11 +51,21 @@ def test_full_buffer_evicts_lowest_priority_oldest_first(make_client, clock, clo
     assert dropped and all(p == 0 and r == "capacity" for _, p, r in dropped)
     dropped_frames = [int(img[1:]) for img, _, _ in dropped]
     assert dropped_frames == sorted(dropped_frames)  # oldest first
-    assert dropped_frames[0] == 1  # the very first empty frame went first
+    # the oldest evictions beyond the audit's 100 rows are folded into the summary
+    (folded, seq_min, seq_max, reason), *others = client.store._conn.execute(
+        "SELECT records, seq_min, seq_max, reason FROM dropped_summary"
+    ).fetchall()
+    assert others == [] and reason == "capacity" and folded > 0
+    assert len(dropped) <= 100 + 10  # the newest 100, plus one eviction's own rows (1% slack)
+    assert seq_min == 2  # the very first empty frame (seq 2) went first
+    assert seq_max < min(
+        s for (s,) in client.store._conn.execute("SELECT seq FROM dropped_records")
+    )
     held = client.store._conn.execute("SELECT count(*) FROM prediction_buffer").fetchone()[0]
-    # every record is accounted for: held or dropped with a reason
-    assert held + len(dropped) == 600 == meta["total_buffered"]
-    assert meta["evicted_capacity"] == len(dropped)
+    # every record is accounted for: held, listed as dropped, or counted in the summary
+    assert held + len(dropped) + folded == 600 == meta["total_buffered"]
+    assert meta["evicted_capacity"] == len(dropped) + folded
+    assert client.store.dropped_by_reason() == {"capacity": len(dropped) + folded}
     # frames with detections are all still there
     assert (
         client.store._conn.execute(
@@ -100,3 +110,26 @@ def test_cleanup_reclaims_file_space(make_client, clock, cloud):
     assert report["deleted"] == 3000
     assert client.store.size_info()["file_bytes"] < before / 2
     assert report["reclaimed_bytes"] > 0
+
+
+def test_a_long_outage_with_eviction_keeps_the_audit_bounded_and_exact(make_client, clock):
+    client = make_client(capacity_bytes=CAP)  # never started: the cloud is never reached
+    for i in range(6000):  # 20 times what fits
+        client.log_prediction(EMPTY, image_id=f"f{i}")
+    conn = client.store._conn
+    listed = conn.execute("SELECT count(*) FROM dropped_records").fetchone()[0]
+    folded, seq_min, seq_max = conn.execute(
+        "SELECT records, seq_min, seq_max FROM dropped_summary"
+    ).fetchone()
+    held_min = conn.execute("SELECT min(seq) FROM dropped_records").fetchone()[0]
+    assert listed <= 110 and seq_min == 1 and seq_max == held_min - 1
+    evicted = client.store.metadata()["evicted_capacity"]
+    assert folded + listed == evicted == 6000 - client.store.counts()["pending"]
+    assert client.store.size_info()["used_bytes"] < 2 * CAP + 256 * 1024
+    # a repair carries the summary over, exactly
+    client.close()
+    from edgebuf.store.repair import repair_db
+
+    repair_db(client.store.path)
+    client = make_client(capacity_bytes=CAP)
+    assert client.store.dropped_by_reason() == {"capacity": evicted}

@@ -50,6 +50,11 @@ def test_a_seed_replays_exactly_in_another_process() -> None:
     assert here["steps"] > 500 and here["summary"]["logged"] > 30
 
 
+def test_seeds_run_in_worker_processes_give_the_results_of_a_run_one_by_one() -> None:
+    alone = [r.trace_digest for r in run_seeds(range(5, 8), 0.1)]
+    assert [r.trace_digest for r in run_seeds(range(5, 8), 0.1, jobs=2)] == alone
+
+
 def test_different_seeds_differ() -> None:
     assert run_seed(1, 0.2).trace_digest != run_seed(2, 0.2).trace_digest
 
@@ -116,6 +121,8 @@ def test_cli_refuses_seed_and_seeds_together() -> None:
 def test_long_run() -> None:
     seeds = int(os.environ.get("EDGEBUF_SIM_SEEDS", "5000"))
     days = float(os.environ.get("EDGEBUF_SIM_DAYS", "30"))
-    results = run_seeds(range(seeds), days)
+    first = int(os.environ.get("EDGEBUF_SIM_FIRST", "0"))
+    jobs = int(os.environ.get("EDGEBUF_SIM_JOBS", str(os.cpu_count() or 1)))
+    results = run_seeds(range(first, first + seeds), days, jobs=jobs)
     failed = {r.seed: sorted(invariants(r)) for r in results if not r.ok}
     assert not failed, f"{len(failed)} of {seeds} seeds with violations: {failed}"
