@@ -1,14 +1,15 @@
 """A cheap gauge of sequence gaps per device, for the EdgebufCloudSeqGapsPersist alert.
 
 `edgebuf_cloud_seq_missing{device_id}` counts the seqs missing among each device's newest
-`window` (1,000) seq numbers. The cloud's gap state proper is being rebuilt elsewhere;
-until then this reads the store, bounded so that its cost does not grow with the table:
+`window` (1,000) seq numbers. It reads the incremental gap state (`cloud.seqstate`: one
+`device_seqs` row per device, the missing ranges in `seq_missing`), never the records, so
+its cost does not grow with the table:
 
-* devices: the first `max_devices` (100) device ids, found by a loose index scan (one
-  index seek per device, never a scan of the table);
-* per device: `(hi - lo + 1) - count(DISTINCT seq)` over `[lo, hi]`, with `hi = max(seq)`
-  and `lo = max(min(seq), hi - window + 1)`: two index seeks and an index range scan of
-  about `window` entries on the `(device_id, seq)` index.
+* devices: the first `max_devices` (100) rows of `device_seqs` by device id;
+* per device: the missing ranges that end inside `[lo, max_seq]`, with
+  `lo = max(first held seq, max_seq - window + 1)`: an index range scan of at most
+  `window` ranges (a device's first held seq is 1, or one above a missing range that
+  starts at 1).
 
 The scan runs in a background thread, at most once per `ttl` (60) seconds and only when
 `/metrics` is scraped; a scrape returns the last result, so the event loop never waits on
@@ -38,22 +39,12 @@ __all__ = ["SeqGapCollector", "watch_seq_gaps"]
 
 log = logging.getLogger("cloud.metrics")
 
-_DEVICES = text("""
-WITH RECURSIVE d(device_id, n) AS (
-    SELECT min(device_id), 1 FROM predictions
-    UNION ALL
-    SELECT (SELECT min(p.device_id) FROM predictions p WHERE p.device_id > d.device_id), n + 1
-    FROM d WHERE d.device_id IS NOT NULL AND n < :limit
+_DEVICES = text(
+    "SELECT device_id, max_seq, contiguous_through FROM device_seqs"
+    " WHERE max_seq > 0 ORDER BY device_id LIMIT :limit"
 )
-SELECT device_id FROM d WHERE device_id IS NOT NULL
-""")
-_RANGE = text(
-    "SELECT (SELECT min(seq) FROM predictions WHERE device_id = :d),"
-    " (SELECT max(seq) FROM predictions WHERE device_id = :d)"
-)
-_DISTINCT = text(
-    "SELECT count(DISTINCT seq) FROM predictions WHERE device_id = :d AND seq >= :lo AND seq <= :hi"
-)
+_FIRST_HELD = text("SELECT hi + 1 FROM seq_missing WHERE device_id = :d AND lo = 1")
+_MISSING = text("SELECT lo, hi FROM seq_missing WHERE device_id = :d AND hi >= :lo")
 
 
 class SeqGapCollector:
@@ -76,14 +67,14 @@ class SeqGapCollector:
         started = time.perf_counter()
         out: dict[str, int] = {}
         with self.db.engine.connect() as conn:
-            devices = [row[0] for row in conn.execute(_DEVICES, {"limit": self.max_devices})]
-            for device in devices:
-                low, high = conn.execute(_RANGE, {"d": device}).one()
-                if high is None:
-                    continue
-                lo = max(int(low), int(high) - self.window + 1)
-                present = conn.execute(_DISTINCT, {"d": device, "lo": lo, "hi": int(high)})
-                out[device] = int(high) - lo + 1 - int(present.scalar_one())
+            devices = list(conn.execute(_DEVICES, {"limit": self.max_devices}))
+            for device, high, contiguous in devices:
+                first = 1
+                if int(contiguous) == 0:
+                    first = int(conn.execute(_FIRST_HELD, {"d": device}).scalar_one_or_none() or 1)
+                lo = max(first, int(high) - self.window + 1)
+                ranges = conn.execute(_MISSING, {"d": device, "lo": lo})
+                out[device] = sum(int(b) - max(int(a), lo) + 1 for a, b in ranges)
         self.missing = out
         self.scan_seconds = time.perf_counter() - started
         return out
