@@ -11,9 +11,10 @@ reopened and counted against what was acknowledged.
 - ``cleanup_trial``: ``edgebuf cleanup`` (deletes + VACUUM) on the mount, cut mid-run; the file
   must open, pass ``integrity_check`` and hold every row that was durable before.
 
-``power_loss_rows`` runs them as rows of ``edgebuf reliability``. A new row (e.g. a cut during
-``edgebuf repair``) is one more ``*_trial`` function: make the durable state, start the work
-as a subprocess on ``fs.path``, ``fs.cut(proc)`` at a random moment, count, and append a row.
+``power_loss_rows`` runs them as rows of ``edgebuf reliability``, with ``repair_trial``
+(``edgebuf.lab.powerrepair``: a cut during ``edgebuf repair``). A new row is one more
+``*_trial`` function: make the durable state, start the work as a subprocess on ``fs.path``,
+``fs.cut(proc)`` at a random moment, count, and append a row.
 """
 
 from __future__ import annotations

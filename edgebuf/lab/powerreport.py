@@ -18,6 +18,7 @@ from edgebuf.lab.powerloss import (
     cloud_trial,
     edge_trial,
 )
+from edgebuf.lab.powerrepair import PHASES, repair_duration, repair_trial
 
 
 # ---------------------------------------------------------------------- rows
@@ -89,7 +90,21 @@ def power_loss_rows(trials: int = 5, seed: int = 0,
         rows.append(_row("power cut: edge cleanup + VACUUM", clean, lambda t: 0,
                          f"records = unsent rows, durable before; integrity_check ok;"
                          f" {mid} cuts mid-run (run: {took:.2f} s)"))  # fmt: skip
+        progress(f"power cuts: edgebuf repair, {trials} trials ...")
+        rows.append(repair_row(fs, trials, rng))
     return rows
+
+
+def repair_row(fs: PowerCutFS, trials: int, rng: random.Random) -> PowerLossRow:
+    """``trials`` cuts of ``edgebuf repair`` (``edgebuf.lab.powerrepair``) as one row."""
+    took = repair_duration(fs)
+    cuts = [repair_trial(fs, seed=i, rng=rng, within=took) for i in range(trials)]
+    where = ", ".join(f"{sum(1 for t in cuts if t.extra == k)} {name}"
+                      for k, name in PHASES.items())  # fmt: skip
+    return _row("power cut: edge repair", cuts, lambda t: 0,
+                "records = unsent rows an uncut repair of the same damaged file salvages;"
+                " integrity_check ok, no row from nowhere, sequences not back;"
+                f" cuts: {where} (run: {took:.2f} s)")  # fmt: skip
 
 
 def format_rows(rows: list[PowerLossRow]) -> str:

@@ -18,6 +18,7 @@ from edgebuf.lab.powerloss import (
     cloud_trial,
     edge_trial,
 )
+from edgebuf.lab.powerrepair import BEFORE_MARKER, COMPLETE, RESUMED, repair_duration, repair_trial
 from edgebuf.lab.powerreport import format_rows, normal_bound, power_loss_rows
 
 
@@ -89,6 +90,24 @@ def test_cut_during_cleanup_and_vacuum_keeps_the_file_and_every_unsent_row(
         assert t.lost == 0, t
         mid += not t.extra
     assert mid >= 1  # at least one cut landed inside the run
+
+
+def test_cut_during_repair_keeps_every_row_the_repair_salvages(powercut: PowerCutFS) -> None:
+    # edgebuf repair of a damaged buffer, cut mid-run; the reboot's open_buffer resumes or
+    # redoes it and must end where an uncut repair of the same damaged bytes ends.
+    rng = random.Random(6)
+    took = repair_duration(powercut)
+    phases = []
+    for seed in range(10):  # 4 cuts, more until one left the marker (the resume path)
+        # cuts in the first 60 % of the run: most land between the marker and the rename
+        t = repair_trial(powercut, seed=seed, rng=rng, within=0.6 * took)  # raises if damaged
+        assert t.acked > 2000, t  # most of the 2,500 unsent rows survive the damage itself
+        assert t.lost == 0, t
+        phases.append(t.extra)
+        if len(phases) >= 4 and RESUMED in phases:
+            break
+    assert RESUMED in phases, phases
+    assert set(phases) <= {BEFORE_MARKER, RESUMED, COMPLETE}
 
 
 @pytest.mark.slow
