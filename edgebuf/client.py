@@ -174,6 +174,7 @@ class EnhancedAsyncLoggingClient(AsyncSurface):
                 rng=rng,
                 reconciler=self.reconciler,
                 disk_full=self.disk_full,
+                live_cap=s.backfill_batch_size,
             )
             # normal mode: committed records reach the disk within sync_interval (full: at once)
             self.syncer = (

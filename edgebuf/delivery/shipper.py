@@ -66,6 +66,7 @@ class ShippingLoop:
         on_maintenance: Callable[[], None] | None = None,
         reconciler: Reconciler | None = None,
         disk_full: DiskFullProcedure | None = None,
+        live_cap: int | None = None,
     ) -> None:
         self.sender = sender
         self.store = sender.store
@@ -74,6 +75,10 @@ class ShippingLoop:
         self.capacity = capacity
         self.clock = clock
         self.batch_size = batch_size
+        # A live request takes every record logged since the last one, up to this many: when
+        # a send takes longer than a batch takes to fill (a busy cloud, a long drain), none
+        # of the newest records is left to the tail of the backlog.
+        self.live_cap = max(batch_size, live_cap or batch_size)
         self.batch_timeout = batch_timeout
         self.max_retries = max_retries
         self.backoff_base = backoff_base
@@ -103,9 +108,9 @@ class ShippingLoop:
         with self._lock:
             first = self.new_count == 0
             before = self.new_count
-            # Beyond one batch, older records are backlog: the backlog lane (which reads
+            # Beyond live_cap, older records are backlog: the backlog lane (which reads
             # SQLite) sends them, so this count never grows with an outage.
-            self.new_count = min(self.batch_size, before + n)
+            self.new_count = min(self.live_cap, before + n)
             if first:
                 self.first_new_at = self.clock.monotonic()
             # wake only when crossing the threshold: one Event.set per batch, not per record
@@ -220,13 +225,14 @@ class ShippingLoop:
                 or self.flush_requested
                 or now - (self.first_new_at or now) >= self.batch_timeout
             )
+            take = self.new_count
             if live_ready:
-                self.new_count = max(0, self.new_count - self.batch_size)
-                self.first_new_at = now if self.new_count else None
+                self.new_count = 0
+                self.first_new_at = None
             elif self.new_count == 0:
                 self.flush_requested = False
         if live_ready:
-            batch = self.store.claim(self.batch_size, newest_first=True)
+            batch = self.store.claim(take, newest_first=True)
             if batch is not None:
                 self._handle(self.sender.send_batch(batch), self.clock.monotonic())
             return 0.0

@@ -15,10 +15,12 @@ from edgebuf.store.repair import repair_db
 
 def test_full_status_is_actionable(make_client, clock, cloud):
     client = make_client(capacity_bytes=1_000_000)
-    for i in range(40):
+    for i in range(32):
         client.log_prediction(DET, image_id=f"f{i}")
     drive(client, clock, until=lambda: client.store.counts()["sent"] >= 32)
-    clock.advance(12.5)
+    for i in range(32, 40):
+        client.log_prediction(DET, image_id=f"f{i}")
+    clock.advance(12.5)  # past the batch timeout; the loop has not run since
     status = client.get_buffer_status()
     assert status["counts"] == {"pending": 8, "sending": 0, "sent": 32, "failed": 0}
     assert status["backlog"] == 8

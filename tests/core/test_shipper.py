@@ -255,3 +255,19 @@ def test_backoff_and_cleanup_survive_wall_clock_jumps(make_client, cloud, clock)
     assert meta["last_cleanup"] >= clock.time() - 86_400
     assert meta["total_cleaned"] == 32  # sent rows older than 7 days by the wall clock
     assert client.store.counts()["pending"] == 0 and len(cloud.stored) == 37
+
+
+def test_a_live_request_takes_every_record_logged_since_the_last(make_client, cloud, clock):
+    # A backlog on disk from before a restart, then more new records than one batch between
+    # two passes (a send took longer than a batch takes to fill): the live request takes all
+    # of them, so none of the newest waits at the tail of the backlog.
+    old = make_client()
+    log_n(old, 1000)
+    old.close()
+    client = make_client()
+    new = log_n(client, 100)
+    client.shipper.run_once()
+    first = cloud.requests[0]["records"]
+    assert sorted(r["record_id"] for r in first) == sorted(new)
+    drive(client, clock)
+    assert len(cloud.stored) == 1100
