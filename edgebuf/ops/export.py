@@ -22,6 +22,9 @@ class StatsExport:
     backlog: pd.DataFrame
     dropped: pd.DataFrame
     files: list[str]
+    # Evictions older than the audit rows in ``dropped``, per device and reason: how many,
+    # their sequence and time ranges (``dropped`` plus this count every eviction).
+    dropped_summary: pd.DataFrame | None = None
 
 
 def export_stats(
@@ -35,16 +38,24 @@ def export_stats(
     """Per-record delivery facts, a backlog time series and dropped records, as DataFrames.
 
     ``dropped`` holds the audit rows the buffer keeps (the newest ``audit_rows`` of its
-    capacity; older ones are counted by device and reason in ``dropped_summary``, which
-    ``get_full_status()["dropped_by_reason"]`` includes). Times are ``datetime64[ns, UTC]``; ``delivery_latency_s`` is sent_at - buffered_at.
-    With ``out_dir``, also writes ``records``, ``backlog`` and ``dropped`` as CSV or
+    capacity); older evictions are counted by device and reason in ``dropped_summary``.
+    Times are ``datetime64[ns, UTC]``; ``delivery_latency_s`` is sent_at - buffered_at.
+    With ``out_dir``, also writes ``records``, ``backlog``, ``dropped`` and
+    ``dropped_summary`` as CSV or
     Parquet (``fmt="parquet"`` needs pyarrow: ``pip install edgebuf[parquet]``).
     """
     import pandas as pd
 
     if fmt not in ("csv", "parquet"):
         raise ValueError("fmt must be 'csv' or 'parquet'")
-    (rcols, rrows), (dcols, drows) = store.export_rows(include_predictions=include_predictions)
+    (rcols, rrows), (dcols, drows), (scols, srows) = store.export_rows(
+        include_predictions=include_predictions
+    )
+    summary = pd.DataFrame.from_records(srows, columns=scols)
+    for col in ("timestamp_min", "timestamp_max", "first_dropped_at", "last_dropped_at"):
+        summary[col] = pd.to_datetime(
+            pd.to_numeric(summary[col]).astype("float64"), unit="s", utc=True
+        )
     records = pd.DataFrame.from_records(rrows, columns=rcols)
     dropped = pd.DataFrame.from_records(drows, columns=dcols)
     for frame in (records, dropped):  # epoch seconds, NULL as NaN (as read_sql_query gave)
@@ -61,14 +72,16 @@ def export_stats(
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        for name, frame in (("records", records), ("backlog", backlog), ("dropped", dropped)):
+        frames = (("records", records), ("backlog", backlog), ("dropped", dropped),
+                  ("dropped_summary", summary))  # fmt: skip
+        for name, frame in frames:
             target = out / f"{name}.{fmt}"
             if fmt == "csv":
                 frame.to_csv(target, index=(name == "backlog"))
             else:
                 frame.to_parquet(target, index=(name == "backlog"))
             files.append(str(target))
-    return StatsExport(records, backlog, dropped, files)
+    return StatsExport(records, backlog, dropped, files, summary)
 
 
 def backlog_series(

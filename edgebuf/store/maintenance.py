@@ -168,9 +168,10 @@ class Maintenance(Counters):
 
     def export_rows(
         self, *, include_predictions: bool = False
-    ) -> tuple[tuple[list[str], list[Row]], tuple[list[str], list[Row]]]:
-        """(columns, rows) of every buffered record and of every dropped record, read on a
-        separate connection (one WAL snapshot) so an export never blocks logging."""
+    ) -> tuple[tuple[list[str], list[Row]], ...]:
+        """(columns, rows) of every buffered record, of the dropped records' audit rows and
+        of ``dropped_summary``, read on a separate connection (one WAL snapshot) so an
+        export never blocks logging."""
         cols = (
             "id, record_id, device_id, seq, image_id, model_version, status, priority,"
             " retry_count, last_error, timestamp, buffered_at, sent_at"
@@ -182,8 +183,10 @@ class Maintenance(Counters):
             records = ([d[0] for d in cur.description], cur.fetchall())
             cur = conn.execute("SELECT * FROM dropped_records ORDER BY id")
             dropped = ([d[0] for d in cur.description], cur.fetchall())
+            cur = conn.execute("SELECT * FROM dropped_summary ORDER BY device_id, reason")
+            summary = ([d[0] for d in cur.description], cur.fetchall())
             conn.execute("COMMIT")
-        return records, dropped
+        return records, dropped, summary
 
     # ------------------------------------------------------------------ named writes for capacity
     def delete_sent(

@@ -67,6 +67,7 @@ def test_export_stats_dataframes_and_files(make_client, clock, cloud, tmp_path):
     assert sorted(p.split("/")[-1] for p in result.files) == [
         "backlog.csv",
         "dropped.csv",
+        "dropped_summary.csv",
         "records.csv",
     ]
     assert len(pd.read_csv(tmp_path / "out" / "records.csv")) == 69
