@@ -118,13 +118,27 @@ def run_restore_drill(cfg: RestoreConfig) -> RestoreResult:
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
         backup = work / "cloud-backup.db"
+
+        def stored() -> dict[str, int]:
+            return {d: audit(server.url, d, ids[d]).stored for d in devices}
+
+        # On the clock, but never before the cameras have delivered something, nor the
+        # restore before more has arrived since the backup (a slow start on a loaded box
+        # would otherwise back up and restore the same, empty, cloud).
+        limit = time.time() + cfg.duration + 60
         time.sleep(max(0.0, cfg.backup_at - (time.time() - t0)))
+        while not all(stored().values()) and time.time() < limit:
+            time.sleep(0.2)
         server.stop()  # a clean stop: the file is consistent for the copy
         _copy_db(db, backup)
         server.start()
+        at_backup = stored()
         events.append({"t": time.time(), "kind": "cloud_backup"})
         time.sleep(max(0.0, cfg.restore_at - (time.time() - t0)))
-        before = {d: audit(server.url, d, ids[d]).stored for d in devices}
+        before = stored()
+        while sum(before.values()) <= sum(at_backup.values()) and time.time() < limit:
+            time.sleep(0.2)
+            before = stored()
         server.kill()
         _copy_db(backup, db)
         Path(f"{db}-shm").unlink(missing_ok=True)
