@@ -164,6 +164,8 @@ class World(Invariants, Faults):
             )
         client.shipper.start = lambda: None  # type: ignore[method-assign]  # the sim is the thread
         client.connectivity.start = lambda: None  # type: ignore[method-assign]
+        if client.syncer is not None:  # its fsyncs are file ops a kill can land on: in order
+            client.syncer.start = lambda: None  # type: ignore[method-assign]
         try:
             client.start()
         except Exception as exc:
@@ -216,6 +218,8 @@ class World(Invariants, Faults):
                 delay = step()
             else:
                 delay = shipper.run_once()
+            if client.syncer is not None:  # the syncer's thread, at the same virtual time
+                client.syncer.run(self.now())
         except SimCrash:
             self.kill("during a request", self.crash_downtime)
             return
@@ -232,6 +236,8 @@ class World(Invariants, Faults):
         self.clock.advance(PASS_S)
         idle = getattr(sys.modules[type(shipper).__module__], "IDLE_WAKE", 300.0)
         wait = idle if delay is None else min(delay, idle)
+        due = client.syncer.due_in(self.now()) if client.syncer is not None else None
+        wait = wait if due is None else min(wait, due)
         self.next_ship = self.now() + (max(wait, PASS_S) if wait > 0 else 0.0)
         if self.cloud.requests != sent_before:
             self.counts["requests"] = self.cloud.requests
