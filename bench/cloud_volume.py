@@ -106,6 +106,45 @@ def _row(base: float, index: int, k: int, texts: list[str]) -> tuple[Any, ...]:
 
 
 # ---------------------------------------------------------------------- the fill
+def _pg_drop_indexes(conn: Any) -> list[str]:
+    """Drop the primary key and indexes of `predictions`; return the DDL that rebuilds them.
+
+    Kept up to date row by row, the random-keyed primary key (device_id, record_id, ts)
+    outgrows shared_buffers within a few million rows, and every insert then reads and
+    dirties a random leaf page (full-page images in the WAL after each checkpoint): that
+    was most of a 22-minute 10 M fill. Built once after the insert, each index is a sort.
+    The DDL is PostgreSQL's own definition of each (pg_get_constraintdef/indexdef of the
+    partitioned parent), so the partitions get the same indexes with the same names as the
+    migrations give them (tests/cloud/test_cloud_volume_fill.py compares them), and a
+    duplicate key among the filled rows still fails the primary key.
+    """
+    conn.execute(text("SET LOCAL maintenance_work_mem = '1GB'"))
+    conn.execute(text("SET LOCAL max_parallel_maintenance_workers = 0"))  # shared cores
+    keys = conn.execute(
+        text(
+            "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint"
+            " WHERE conrelid = 'predictions'::regclass AND contype = 'p'"
+        )
+    ).all()
+    indexes = conn.execute(
+        text(
+            "SELECT c.relname, pg_get_indexdef(c.oid) FROM pg_index x"
+            " JOIN pg_class c ON c.oid = x.indexrelid"
+            " WHERE x.indrelid = 'predictions'::regclass AND NOT x.indisprimary"
+            " ORDER BY c.relname"
+        )
+    ).all()
+    rebuild = [f"ALTER TABLE predictions ADD CONSTRAINT {name} {ddl}" for name, ddl in keys]
+    # The parent's definition says ON ONLY (the parent alone); without it the index
+    # cascades to every partition, as the migration's CREATE INDEX did.
+    rebuild += [ddl.replace(" ON ONLY ", " ON ", 1) for _, ddl in indexes]
+    for name, _ in keys:
+        conn.execute(text(f"ALTER TABLE predictions DROP CONSTRAINT {name}"))
+    for name, _ in indexes:
+        conn.execute(text(f"DROP INDEX {name}"))
+    return rebuild
+
+
 def _pg_fill(conn: Any, base: float, devices: int, k0: int, k1: int, texts: list[str]) -> None:
     conn.execute(
         text(
@@ -148,6 +187,7 @@ def _pg_fill(conn: Any, base: float, devices: int, k0: int, k1: int, texts: list
         "base": base,
         "fps": FPS,
     }
+    rebuild_indexes = _pg_drop_indexes(conn)
     conn.execute(
         text(
             "INSERT INTO predictions (device_id, record_id, seq, image_id, ts, model_version,"
@@ -158,6 +198,8 @@ def _pg_fill(conn: Any, base: float, devices: int, k0: int, k1: int, texts: list
         ),
         {**params, "model": MODEL},
     )
+    for statement in rebuild_indexes:
+        conn.execute(text(statement))
     conn.execute(
         text(
             "INSERT INTO detection_counts (device_id, bucket, class_name, n)"
