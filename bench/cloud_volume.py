@@ -23,7 +23,9 @@ produces for the same records). At each size a real ``python -m cloud`` serves:
 
 Targets (issue 13): on PostgreSQL every read <= 100 ms at 10 M rows; per read the
 10 M / 1 M ratio <= 1.5 on both backends; ingest at 10 M >= 0.9x ingest into an empty
-table. Storage per size is printed (the retention test shows it flat over 3N days).
+table. Storage per size is printed, and at the largest size where it goes
+(`volume_storage`: per table and index, partitions summed, and the average width of a
+row and of its columns; the retention test shows storage flat over 3N days).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from typing import Any
 
 import benchlib as bl
 import httpx
+import volume_storage
 from pydantic_core import to_json
 from sqlalchemy import text
 
@@ -419,6 +422,8 @@ def run_backend(backend: str, sizes: list[int], args: Any, scratch: Path) -> dic
                 row: dict[str, Any] = {
                     "fill_s": seconds,
                     "storage_bytes": storage_bytes(url),
+                    "storage": volume_storage.breakdown(url),
+                    "row_widths": volume_storage.row_widths(url),
                     "full_scan_s": full_scan_seconds(url),
                 }
                 with CloudServer(url, ready_timeout=120) as server:
@@ -551,9 +556,32 @@ def main() -> None:
         )
     if not results:
         targets.add("no backend available", None, None, None, "—", "skipped")
+    storage = bl.Table(
+        f"storage at {large:,} rows: tables (partitions summed) and indexes",
+        ["backend", "relation", "kind", "of table", "parts", "MB", "bytes per row"],
+    )
+    widths = bl.Table(
+        f"average stored bytes of a predictions row and its columns at {large:,} rows",
+        ["backend", "column", "bytes"],
+    )
+    for backend, res in results.items():
+        hi = res["sizes"][large]
+        for rel in hi["storage"]:
+            if rel["bytes"] >= 1_000_000:
+                storage.add(
+                    backend,
+                    rel["name"],
+                    rel["kind"],
+                    rel["of_table"],
+                    rel["parts"],
+                    rel["bytes"] / 1e6,
+                    rel["bytes"] / large,
+                )
+        for column, width in hi["row_widths"].items():
+            widths.add(backend, column, width)
     bl.report(
         "cloud_volume",
-        [table, ratios, targets],
+        [table, ratios, targets, storage, widths],
         {"results": results, "targets": checks, "sizes": sizes},
         args.json,
     )
