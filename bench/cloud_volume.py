@@ -23,7 +23,9 @@ produces for the same records). At each size a real ``python -m cloud`` serves:
 
 Targets (issue 13): on PostgreSQL every read <= 100 ms at 10 M rows; per read the
 10 M / 1 M ratio <= 1.5 on both backends; ingest at 10 M >= 0.9x ingest into an empty
-table. Storage per size is printed (the retention test shows it flat over 3N days).
+table. Storage per size is printed, and at the largest size where it goes
+(`volume_storage`: per table and index, partitions summed, and the average width of a
+row and of its columns; the retention test shows storage flat over 3N days).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from typing import Any
 
 import benchlib as bl
 import httpx
+import volume_storage
 from pydantic_core import to_json
 from sqlalchemy import text
 
@@ -106,6 +109,45 @@ def _row(base: float, index: int, k: int, texts: list[str]) -> tuple[Any, ...]:
 
 
 # ---------------------------------------------------------------------- the fill
+def _pg_drop_indexes(conn: Any) -> list[str]:
+    """Drop the primary key and indexes of `predictions`; return the DDL that rebuilds them.
+
+    Kept up to date row by row, the random-keyed primary key (device_id, record_id, ts)
+    outgrows shared_buffers within a few million rows, and every insert then reads and
+    dirties a random leaf page (full-page images in the WAL after each checkpoint): that
+    was most of a 22-minute 10 M fill. Built once after the insert, each index is a sort.
+    The DDL is PostgreSQL's own definition of each (pg_get_constraintdef/indexdef of the
+    partitioned parent), so the partitions get the same indexes with the same names as the
+    migrations give them (tests/cloud/test_cloud_volume_fill.py compares them), and a
+    duplicate key among the filled rows still fails the primary key.
+    """
+    conn.execute(text("SET LOCAL maintenance_work_mem = '1GB'"))
+    conn.execute(text("SET LOCAL max_parallel_maintenance_workers = 0"))  # shared cores
+    keys = conn.execute(
+        text(
+            "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint"
+            " WHERE conrelid = 'predictions'::regclass AND contype = 'p'"
+        )
+    ).all()
+    indexes = conn.execute(
+        text(
+            "SELECT c.relname, pg_get_indexdef(c.oid) FROM pg_index x"
+            " JOIN pg_class c ON c.oid = x.indexrelid"
+            " WHERE x.indrelid = 'predictions'::regclass AND NOT x.indisprimary"
+            " ORDER BY c.relname"
+        )
+    ).all()
+    rebuild = [f"ALTER TABLE predictions ADD CONSTRAINT {name} {ddl}" for name, ddl in keys]
+    # The parent's definition says ON ONLY (the parent alone); without it the index
+    # cascades to every partition, as the migration's CREATE INDEX did.
+    rebuild += [ddl.replace(" ON ONLY ", " ON ", 1) for _, ddl in indexes]
+    for name, _ in keys:
+        conn.execute(text(f"ALTER TABLE predictions DROP CONSTRAINT {name}"))
+    for name, _ in indexes:
+        conn.execute(text(f"DROP INDEX {name}"))
+    return rebuild
+
+
 def _pg_fill(conn: Any, base: float, devices: int, k0: int, k1: int, texts: list[str]) -> None:
     conn.execute(
         text(
@@ -148,6 +190,7 @@ def _pg_fill(conn: Any, base: float, devices: int, k0: int, k1: int, texts: list
         "base": base,
         "fps": FPS,
     }
+    rebuild_indexes = _pg_drop_indexes(conn)
     conn.execute(
         text(
             "INSERT INTO predictions (device_id, record_id, seq, image_id, ts, model_version,"
@@ -158,6 +201,8 @@ def _pg_fill(conn: Any, base: float, devices: int, k0: int, k1: int, texts: list
         ),
         {**params, "model": MODEL},
     )
+    for statement in rebuild_indexes:
+        conn.execute(text(statement))
     conn.execute(
         text(
             "INSERT INTO detection_counts (device_id, bucket, class_name, n)"
@@ -377,6 +422,8 @@ def run_backend(backend: str, sizes: list[int], args: Any, scratch: Path) -> dic
                 row: dict[str, Any] = {
                     "fill_s": seconds,
                     "storage_bytes": storage_bytes(url),
+                    "storage": volume_storage.breakdown(url),
+                    "row_widths": volume_storage.row_widths(url),
                     "full_scan_s": full_scan_seconds(url),
                 }
                 with CloudServer(url, ready_timeout=120) as server:
@@ -509,9 +556,32 @@ def main() -> None:
         )
     if not results:
         targets.add("no backend available", None, None, None, "—", "skipped")
+    storage = bl.Table(
+        f"storage at {large:,} rows: tables (partitions summed) and indexes",
+        ["backend", "relation", "kind", "of table", "parts", "MB", "bytes per row"],
+    )
+    widths = bl.Table(
+        f"average stored bytes of a predictions row and its columns at {large:,} rows",
+        ["backend", "column", "bytes"],
+    )
+    for backend, res in results.items():
+        hi = res["sizes"][large]
+        for rel in hi["storage"]:
+            if rel["bytes"] >= 1_000_000:
+                storage.add(
+                    backend,
+                    rel["name"],
+                    rel["kind"],
+                    rel["of_table"],
+                    rel["parts"],
+                    rel["bytes"] / 1e6,
+                    rel["bytes"] / large,
+                )
+        for column, width in hi["row_widths"].items():
+            widths.add(backend, column, width)
     bl.report(
         "cloud_volume",
-        [table, ratios, targets],
+        [table, ratios, targets, storage, widths],
         {"results": results, "targets": checks, "sizes": sizes},
         args.json,
     )

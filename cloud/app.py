@@ -34,7 +34,8 @@ TITLE = "edgebuf cloud logging service"
 VERSION = "0.1.0"
 DESCRIPTION = (
     "Receives batches of YOLO prediction records from edge devices and stores each record "
-    "exactly once per (device_id, record_id), although the edge retries. Status codes are "
+    "exactly once per (device_id, record_id, timestamp), although the edge retries (it "
+    "re-sends a record unchanged). Status codes are "
     "part of the contract: 2xx ack, 408/429/5xx retry, 413 split the batch, other 4xx "
     "dead-letter."
 )

@@ -1,9 +1,9 @@
 """The hot path: store one validated batch exactly once, all or nothing.
 
 Exactly-once storage under at-least-once delivery rests on one statement: an atomic
-`INSERT … ON CONFLICT (device_id, record_id) DO NOTHING` (on PostgreSQL, where the table
-is partitioned by day of the timestamp, the key is (device_id, record_id, ts): a re-send
-carries the record's timestamp unchanged; see `cloud.statements` for how
+`INSERT … ON CONFLICT (device_id, record_id, ts) DO NOTHING` (the timestamp is part of
+the key because PostgreSQL partitions the table by day of it and SQLite orders its index
+by it; a re-send carries the record's timestamp unchanged; see `cloud.statements` for how
 each dialect receives the rows and learns which of them were new). The database, not
 Python, decides what is new, so two replicas (or two threads) storing overlapping batches
 at the same moment can never both store a record; there is no read-then-write window.

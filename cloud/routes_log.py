@@ -100,7 +100,7 @@ def _ingest(state: CloudState, principal: Principal, raw: bytes, encoding: str) 
     openapi_extra=LOG_OPENAPI,
     summary="Store a batch of prediction records (idempotent)",
     description=(
-        "Stores each record once per (device_id, record_id); records already stored are "
+        "Stores each record once per (device_id, record_id, timestamp); records already stored are "
         "counted as duplicates, not errors, so a batch may be retried safely. The batch "
         "is one transaction: on any failure nothing of it is stored."
     ),

@@ -4,10 +4,10 @@ Both dialects insert records with the same atomic statement shape,
 
     INSERT INTO predictions … ON CONFLICT (<idempotency key>) DO NOTHING
 
-(the key is (device_id, record_id) on SQLite, (device_id, record_id, ts) on PostgreSQL,
-where the table is partitioned by ts), and add the batch's aggregates (`Aggregates`: the
-detections per (second, class) and their hour and minute sums, the record rollups) to the
-running totals with upserts such as
+(the key is (device_id, record_id, ts) on both: PostgreSQL partitions the table by ts,
+and SQLite's index of it, ordered (device_id, ts, record_id), stays time-local), and add
+the batch's aggregates (`Aggregates`: the detections per (second, class) and their hour
+and minute sums, the record rollups) to the running totals with upserts such as
 
     INSERT INTO detection_counts … ON CONFLICT (device_id, bucket, class_name)
     DO UPDATE SET n = detection_counts.n + excluded.n
@@ -211,7 +211,7 @@ class SqliteWriter:
     _INSERT = (
         f"INSERT INTO predictions ({', '.join(RECORD_COLUMNS)})"
         f" VALUES ({', '.join('?' * len(RECORD_COLUMNS))})"
-        " ON CONFLICT (device_id, record_id) DO NOTHING"
+        " ON CONFLICT (device_id, record_id, ts) DO NOTHING"
     )
     _NEW = "SELECT record_id FROM predictions WHERE id > ?"
     _ADD = _upsert_sql(

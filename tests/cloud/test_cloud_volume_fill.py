@@ -57,6 +57,29 @@ def _tables(url: str) -> dict[str, list[tuple[Any, ...]]]:
         engine.dispose()
 
 
+def _indexes(url: str) -> dict[str, set[tuple[str, str]]]:
+    """Per table: (index name, definition), as the database itself spells them."""
+    from cloud.db import create_db_engine
+    from cloud.settings import CloudSettings
+
+    engine = create_db_engine(CloudSettings(database_url=url))
+    try:
+        with engine.connect() as conn:
+            if engine.dialect.name == "sqlite":
+                query = "SELECT tbl_name, name, sql FROM sqlite_master WHERE type = 'index'"
+            else:
+                query = (
+                    "SELECT tablename, indexname, indexdef FROM pg_indexes"
+                    " WHERE schemaname = current_schema()"
+                )
+            out: dict[str, set[tuple[str, str]]] = {}
+            for table, name, ddl in conn.execute(text(query)):
+                out.setdefault(table, set()).add((name, ddl or ""))
+            return out
+    finally:
+        engine.dispose()
+
+
 def test_the_benchmarks_fill_equals_ingest_through_the_service(
     database_url, make_cloud_client, request, monkeypatch
 ):
@@ -93,3 +116,11 @@ def test_the_benchmarks_fill_equals_ingest_through_the_service(
     assert filled["seq_missing"]  # the gaps are there
     for table in served:
         assert filled[table] == served[table], table
+    # The fill may drop and rebuild indexes to go faster: it must leave the same ones.
+    served_ix, filled_ix = _indexes(database_url), _indexes(other)
+    common = served_ix.keys() & filled_ix.keys()
+    assert "predictions" in common
+    if not database_url.startswith("sqlite"):
+        assert "predictions_default" in common  # a partition: its indexes cascade
+    for table in common:
+        assert filled_ix[table] == served_ix[table], table
