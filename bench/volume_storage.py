@@ -17,20 +17,11 @@ from sqlalchemy import text
 
 from cloud.db import create_db_engine
 from cloud.settings import CloudSettings
+from cloud.statements import RECORD_COLUMNS
 
 __all__ = ["breakdown", "row_widths"]
 
-COLUMNS = (
-    "device_id",
-    "record_id",
-    "seq",
-    "image_id",
-    "ts",
-    "model_version",
-    "prediction",
-    "received_at",
-    "batch_id",
-)
+COLUMNS = RECORD_COLUMNS  # the stored columns of a predictions row
 
 _PG_RELATIONS = """
 WITH rel AS (
